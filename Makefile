@@ -1,0 +1,57 @@
+# The two commands a new user needs: `make demo`, then `make test`. `make help` lists the rest.
+PYTHON_SYSTEM ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+# Number of demo images drawn when data/SIGNS does not exist yet
+DEMO_IMAGES ?= 3000
+MODEL_DIR ?= experiments/base_model
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo data train evaluate test test-all lint tensorboard clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv with the pinned requirements
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+demo: install data train evaluate ## Set up, build the demo data, train base_model, evaluate it
+	@$(PYTHON) synthesize_results.py --parent_dir experiments
+	@echo
+	@echo "Metrics:     $(MODEL_DIR)/metrics_eval_best_weights.json, $(MODEL_DIR)/metrics_test_best_weights.json"
+	@echo "Logs:        $(MODEL_DIR)/train.log, $(MODEL_DIR)/evaluate.log"
+	@echo "Weights:     $(MODEL_DIR)/best_weights, $(MODEL_DIR)/last_weights"
+	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir experiments"
+
+data: install ## Draw the demo data if data/SIGNS is missing, and build data/64x64_SIGNS
+	@if [ ! -d data/SIGNS ]; then $(PYTHON) build_dataset.py --synthetic $(DEMO_IMAGES); \
+	elif [ ! -d data/64x64_SIGNS ]; then $(PYTHON) build_dataset.py; \
+	else echo "data/64x64_SIGNS exists: skipping the build (delete it to rebuild)"; fi
+
+train: install ## Train MODEL_DIR, continuing from its last_weights if it has some
+	$(PYTHON) train.py --model_dir $(MODEL_DIR) \
+		$$([ -d $(MODEL_DIR)/last_weights ] && echo --restore_from $(MODEL_DIR)/last_weights)
+
+evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
+	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)
+
+test: install ## Run the fast test suite
+	$(PYTHON) -m pytest
+
+test-all: install ## Run every test, slow ones included
+	$(PYTHON) -m pytest -m ""
+
+lint: install ## Check style with ruff
+	$(VENV)/bin/ruff check .
+
+tensorboard: install ## Start TensorBoard over all experiments
+	$(VENV)/bin/tensorboard --logdir experiments
+
+clean: ## Delete the demo data and every run's outputs (keeps params.json files)
+	rm -rf data
+	find experiments -mindepth 2 \( -name '*_weights' -o -name '*_summaries' \) -prune -exec rm -rf {} +
+	find experiments -mindepth 2 \( -name '*.log' -o -name 'metrics_*.json' \) -delete

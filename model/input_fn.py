@@ -1,0 +1,104 @@
+"""The input pipeline: image files on disk -> batches of (images, labels) with tf.data.
+
+The order of the steps follows TensorFlow's tf.data performance guide: parallel decoding,
+`cache` after the expensive decode so later epochs read from memory, `shuffle` before the
+random augmentation so every epoch sees new crops of the same images, `prefetch` last so the
+next batch is prepared while the model trains on the current one.
+"""
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from model.utils import UserError, label_from_filename
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg")
+
+
+def list_split(data_dir, split):
+    """Lists the images of one split and their labels: `data_dir/{split}_signs/{label}_*.jpg`.
+
+    Used by both train.py and evaluate.py, so the two always read data the same way.
+    Files are sorted, so the order (and a seeded shuffle of it) is the same on every machine.
+    """
+    split_dir = Path(data_dir) / f"{split}_signs"
+    if not split_dir.is_dir():
+        raise UserError(
+            f"The {split} split is missing: no folder {split_dir}. "
+            "Run build_dataset.py first, or pass --data_dir pointing at its output."
+        )
+    filenames = sorted(str(path) for path in split_dir.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+    if not filenames:
+        raise UserError(f"The {split} split is empty: no .jpg images in {split_dir}.")
+    labels = [label_from_filename(name) for name in filenames]
+    return filenames, labels
+
+
+def _load_image(filename, label, image_size):
+    """Reads a JPEG and returns it as float32 in [0, 1], resized only if it must be."""
+    image_string = tf.io.read_file(filename)
+    # decode_jpeg rather than decode_image: decode_image can return a 4-D GIF tensor whose
+    # shape is unknown, which breaks the static shapes resize and batching rely on.
+    image = tf.io.decode_jpeg(image_string, channels=3)
+    # Converting to float also scales uint8 [0, 255] into [0, 1].
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    already_sized = tf.reduce_all(tf.shape(image)[:2] == [image_size, image_size])
+    image = tf.cond(
+        already_sized,
+        lambda: image,
+        lambda: tf.image.resize(image, [image_size, image_size]),
+    )
+    image.set_shape([image_size, image_size, 3])
+    return image, label
+
+
+def _augment(image, label, use_random_flip):
+    """Random changes a photo of a hand could have had, applied to the training set only."""
+    if use_random_flip:
+        image = tf.image.random_flip_left_right(image)
+    image = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
+    image = tf.image.random_saturation(image, lower=0.5, upper=1.5)
+    # Brightness and saturation can push values out of [0, 1].
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return image, label
+
+
+def input_fn(is_training, filenames, labels, params):
+    """Builds a tf.data.Dataset of (images, labels) batches.
+
+    Args:
+        is_training: shuffle and augment (training) or keep the order (evaluation).
+        filenames: list of image paths, from `list_split`.
+        labels: list of integer labels, one per file.
+        params: Params with image_size, batch_size, use_random_flip.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((filenames, tf.constant(labels, tf.int32)))
+    dataset = dataset.map(
+        lambda f, y: _load_image(f, y, params.image_size), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    dataset = dataset.cache()
+    if is_training:
+        # A buffer as large as the dataset gives a uniform shuffle, new every epoch.
+        dataset = dataset.shuffle(len(filenames), reshuffle_each_iteration=True)
+        dataset = dataset.map(
+            lambda x, y: _augment(x, y, params.use_random_flip),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    dataset = dataset.batch(params.batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_labels(labels, num_labels, split):
+    """Stops with a clear message when the data's labels don't match params.num_labels."""
+    outside = sorted({label for label in labels if not 0 <= label < num_labels})
+    if outside:
+        raise UserError(
+            f"The {split} split has labels {outside} outside 0..{num_labels - 1}, the range "
+            f"num_labels = {num_labels} in params.json allows. Set num_labels to the number of classes."
+        )
+    found = len(set(labels))
+    if split == "train" and found != num_labels:
+        raise UserError(
+            f"The train split has {found} different labels but params.json says num_labels = "
+            f"{num_labels}. Set num_labels to {found}, or check the data."
+        )

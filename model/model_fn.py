@@ -1,0 +1,80 @@
+"""The model: network, loss, metrics and optimizer. This is the file to edit for a new model.
+
+To add a network, write a builder `my_net(params) -> keras.Model` returning logits and add
+it to MODELS; then set "model_version": "my_net" in params.json.
+"""
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from model.utils import UserError
+
+keras = tf.keras
+
+
+def conv_block(x, channels, params):
+    """3x3 convolution -> batch norm -> ReLU -> 2x2 max-pool: halves the image size."""
+    # With batch norm following, the convolution's bias would be cancelled out: skip it.
+    x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=not params.use_batch_norm)(x)
+    if params.use_batch_norm:
+        x = keras.layers.BatchNormalization(momentum=params.bn_momentum)(x)
+    x = keras.layers.ReLU()(x)
+    return keras.layers.MaxPooling2D(2)(x)
+
+
+def base_model(params):
+    """The original CS230 SIGNS network: four conv blocks, then dense -> BN -> ReLU -> logits."""
+    images = keras.Input(shape=(params.image_size, params.image_size, 3), name="images")
+    x = images
+    for multiplier in (1, 2, 4, 8):
+        x = conv_block(x, params.num_channels * multiplier, params)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(params.num_channels * 8, use_bias=not params.use_batch_norm)(x)
+    if params.use_batch_norm:
+        x = keras.layers.BatchNormalization(momentum=params.bn_momentum)(x)
+    x = keras.layers.ReLU()(x)
+    logits = keras.layers.Dense(params.num_labels, name="logits")(x)
+    return keras.Model(images, logits, name="base_model")
+
+
+# model_version in params.json -> the function that builds the network.
+MODELS = {
+    "base_model": base_model,
+}
+
+
+@dataclass
+class ModelSpec:
+    """Everything the training and evaluation loops need to know about the model."""
+
+    model: keras.Model
+    loss_fn: keras.losses.Loss
+    optimizer: keras.optimizers.Optimizer
+    train_metrics: dict
+    eval_metrics: dict
+
+
+def build_metrics():
+    """Fresh metric objects, reset at the start of each epoch by the loops."""
+    return {
+        "accuracy": keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        "loss": keras.metrics.Mean(name="loss"),
+    }
+
+
+def model_fn(params):
+    """Builds the network named by params.model_version, its loss, metrics and optimizer."""
+    version = params.dict.get("model_version", "base_model")
+    if version not in MODELS:
+        raise UserError(
+            f"Unknown model_version '{version}' in params.json. "
+            f"Known versions: {', '.join(sorted(MODELS))} (add yours to MODELS in model/model_fn.py)."
+        )
+    return ModelSpec(
+        model=MODELS[version](params),
+        loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
+        train_metrics=build_metrics(),
+        eval_metrics=build_metrics(),
+    )

@@ -1,0 +1,120 @@
+"""The training loop: train one epoch, evaluate on dev, save checkpoints, summaries, metrics."""
+
+import logging
+from pathlib import Path
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches
+from model.utils import save_dict_to_json
+
+# Misclassified dev images shown in TensorBoard per predicted class, each epoch.
+MAX_MISCLASSIFIED_IMAGES = 6
+
+
+def make_train_step(spec):
+    """A compiled step: one gradient update on one batch, updating spec.train_metrics."""
+
+    @tf.function
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = spec.model(images, training=True)
+            loss = spec.loss_fn(labels, logits)
+        gradients = tape.gradient(loss, spec.model.trainable_variables)
+        spec.optimizer.apply_gradients(zip(gradients, spec.model.trainable_variables))
+        spec.train_metrics["loss"].update_state(loss, sample_weight=tf.shape(labels)[0])
+        spec.train_metrics["accuracy"].update_state(labels, logits)
+        return loss
+
+    return train_step
+
+
+def train_one_epoch(spec, train_step, dataset, epoch, params, writer):
+    """Trains over the whole dataset once, with a progress bar and train summaries."""
+    for metric in spec.train_metrics.values():
+        metric.reset_state()
+    progress = tqdm(dataset, desc=f"Epoch {epoch}/{params.num_epochs}", total=num_batches(dataset))
+    for batch, (images, labels) in enumerate(progress):
+        loss = train_step(images, labels)
+        step = int(spec.optimizer.iterations)
+        with writer.as_default(step=step):
+            if batch == 0:
+                tf.summary.image("input_images", images, max_outputs=4)
+            if step % params.save_summary_steps == 0:
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("accuracy", spec.train_metrics["accuracy"].result())
+        progress.set_postfix(loss=f"{float(spec.train_metrics['loss'].result()):.3f}", refresh=False)
+    return {name: float(metric.result()) for name, metric in spec.train_metrics.items()}
+
+
+def write_eval_summaries(writer, step, metrics, misclassified):
+    """Dev metrics of one epoch, and the images the model got wrong by predicted class."""
+    with writer.as_default(step=step):
+        for name, value in metrics.items():
+            tf.summary.scalar(name, value)
+        for predicted, images in sorted(misclassified.items()):
+            tf.summary.image(
+                f"misclassified/predicted_as_{predicted}", tf.stack(images), max_outputs=len(images)
+            )
+    writer.flush()
+
+
+def format_metrics(metrics):
+    return " ; ".join(f"{name}: {value:05.3f}" for name, value in metrics.items())
+
+
+def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, restore_from=None):
+    """Trains for params.num_epochs epochs in total, evaluating on dev after each one.
+
+    Saves in model_dir: last_weights/ (the last 5 epochs), best_weights/ (best dev accuracy),
+    metrics_eval_{last,best}_weights.json, and train_summaries/ and eval_summaries/ for
+    TensorBoard. With restore_from, continues where that checkpoint stopped.
+    """
+    model_dir = Path(model_dir)
+    epoch = tf.Variable(0, dtype=tf.int64)  # the number of epochs completed
+    best_accuracy = tf.Variable(-1.0)  # below any accuracy: the first epoch is the best so far
+    # The optimizer and counters are saved with the model so a resumed run continues exactly.
+    checkpoint = tf.train.Checkpoint(
+        model=spec.model, optimizer=spec.optimizer, epoch=epoch, best_accuracy=best_accuracy
+    )
+    last_manager = tf.train.CheckpointManager(checkpoint, model_dir / "last_weights", max_to_keep=5)
+    best_manager = tf.train.CheckpointManager(checkpoint, model_dir / "best_weights", max_to_keep=1)
+
+    if restore_from:
+        prefix = find_checkpoint(restore_from, model_dir)
+        # Create the optimizer's slots first so that their saved values are restored now.
+        spec.optimizer.build(spec.model.trainable_variables)
+        checkpoint.restore(prefix).assert_existing_objects_matched()
+        logging.info(
+            f"Restored {prefix}: {int(epoch)} epochs done, best dev accuracy {float(best_accuracy):.3f}"
+        )
+    else:
+        logging.info("Starting from freshly initialised weights")
+
+    train_writer = tf.summary.create_file_writer(str(model_dir / "train_summaries"))
+    eval_writer = tf.summary.create_file_writer(str(model_dir / "eval_summaries"))
+    train_step = make_train_step(spec)
+    eval_step = make_eval_step(spec)
+
+    for current in range(int(epoch) + 1, params.num_epochs + 1):
+        train_metrics = train_one_epoch(spec, train_step, train_dataset, current, params, train_writer)
+        logging.info(f"Epoch {current}/{params.num_epochs} - Train metrics: {format_metrics(train_metrics)}")
+
+        dev_metrics, misclassified = evaluate(
+            spec, eval_step, dev_dataset, desc="Dev", max_misclassified=MAX_MISCLASSIFIED_IMAGES
+        )
+        logging.info(f"Epoch {current}/{params.num_epochs} - Eval metrics: {format_metrics(dev_metrics)}")
+        write_eval_summaries(eval_writer, int(spec.optimizer.iterations), dev_metrics, misclassified)
+
+        is_best = dev_metrics["accuracy"] > float(best_accuracy)
+        if is_best:
+            best_accuracy.assign(dev_metrics["accuracy"])
+        epoch.assign(current)
+        last_manager.save(checkpoint_number=current)
+        save_dict_to_json({**dev_metrics, "epoch": current}, model_dir / "metrics_eval_last_weights.json")
+        if is_best:
+            logging.info(f"- Found new best accuracy {dev_metrics['accuracy']:.3f}, saving best_weights")
+            best_manager.save(checkpoint_number=current)
+            save_dict_to_json({**dev_metrics, "epoch": current}, model_dir / "metrics_eval_best_weights.json")
+    train_writer.flush()

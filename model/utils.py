@@ -1,0 +1,206 @@
+"""General utilities: hyperparameters, logging, JSON files, user errors.
+
+Nothing here imports TensorFlow, so build_dataset.py and error messages stay fast.
+"""
+
+import difflib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+
+class UserError(Exception):
+    """A mistake in the user's input: shown as one clear message, without a traceback."""
+
+
+def run_main(main):
+    """Call `main()`; turn a UserError into a message on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as error:
+        if _logs_to_console():  # set_logger ran: the message also goes into the run's log
+            logging.error("Error: %s", error)
+        else:
+            print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(130)
+
+
+def _logs_to_console():
+    return any(isinstance(h, TqdmHandler) for h in logging.getLogger().handlers)
+
+
+class Params:
+    """Hyperparameters loaded from a JSON file.
+
+    Example:
+    ```
+    params = Params(json_path)
+    print(params.learning_rate)
+    params.learning_rate = 0.5  # change the value of learning_rate in params
+    ```
+    """
+
+    def __init__(self, json_path):
+        self.update(json_path)
+
+    def save(self, json_path):
+        """Saves parameters to a JSON file (atomically)."""
+        save_dict_to_json(self.__dict__, json_path)
+
+    def update(self, json_path):
+        """Loads parameters from a JSON file, on top of the current ones."""
+        self.__dict__.update(load_json(json_path))
+
+    @property
+    def dict(self):
+        """Gives dict-like access to Params: `params.dict['learning_rate']`."""
+        return self.__dict__
+
+    def __getattr__(self, name):
+        # Only called when `name` is not a loaded hyperparameter.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise UserError(
+            f"The hyperparameter '{name}' is missing from params.json. Add it "
+            "(experiments/base_model/params.json lists every key with a working value)."
+        )
+
+    def __getitem__(self, key):
+        return self.__dict__[key]
+
+    def __contains__(self, key):
+        return key in self.__dict__
+
+    def __repr__(self):
+        return f"Params({self.__dict__})"
+
+
+def load_params(model_dir):
+    """Loads `model_dir/params.json`, with a clear error if the experiment folder is not set up."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(
+            f"The experiment folder {model_dir} does not exist. Create it with a params.json, "
+            "for example by copying experiments/base_model."
+        )
+    json_path = model_dir / "params.json"
+    if not json_path.is_file():
+        raise UserError(f"No params.json in {model_dir}. Copy one from experiments/base_model and edit it.")
+    return Params(json_path)
+
+
+def load_json(json_path):
+    """Reads a JSON object from a file; a missing or malformed file is a UserError."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise UserError(f"No JSON file found at {json_path}. Check the path.")
+    try:
+        with open(json_path) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{json_path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
+            "Fix the file (a common cause is a trailing comma or a missing quote)."
+        ) from None
+    if not isinstance(content, dict):
+        raise UserError(f"{json_path} must hold a JSON object ({{...}}), not {type(content).__name__}.")
+    return content
+
+
+def save_dict_to_json(d, json_path):
+    """Saves a dict to a JSON file atomically: a reader never sees a half-written file.
+
+    NumPy scalars and arrays (as returned by metrics) are converted to plain Python values.
+    """
+    write_text_atomic(json.dumps(d, indent=4, default=_to_builtin) + "\n", json_path)
+
+
+def write_text_atomic(text, path):
+    """Writes a text file so that it holds either the old or the new content, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target, then rename: os.replace is atomic on the same file system.
+    fd, tmp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        Path(tmp_path).unlink(missing_ok=True)
+        raise
+
+
+def _to_builtin(value):
+    """json.dump fallback for NumPy (and TensorFlow, via .numpy()) values."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+class TqdmHandler(logging.StreamHandler):
+    """Logs to the console through tqdm.write, so log lines don't break progress bars."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def set_logger(log_path):
+    """Sends INFO logs to the console and to `log_path`, e.g. `model_dir/train.log`.
+
+    Calling it twice replaces the handlers instead of adding duplicates.
+
+    Example:
+    ```
+    logging.info("Starting training...")
+    ```
+    """
+    logger = logging.getLogger()
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s:%(levelname)s: %(message)s"))
+    logger.addHandler(file_handler)
+
+    console_handler = TqdmHandler()
+    console_handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console_handler)
+
+
+def label_from_filename(path):
+    """The label of a SIGNS-style file: the integer before the first '_' (`12_IMG_5.jpg` -> 12)."""
+    name = Path(path).name
+    prefix = name.split("_", 1)[0]
+    if "_" not in name or not prefix.isdigit():
+        raise UserError(
+            f"Cannot read a label from the file name '{path}': expected '<integer label>_<name>', "
+            "for example '3_IMG_4821.jpg'. Rename the file or remove it from the folder."
+        )
+    return int(prefix)
+
+
+def closest_key(key, valid_keys):
+    """The valid key that looks most like `key` (for 'did you mean' hints), or None."""
+    matches = difflib.get_close_matches(key, list(valid_keys), n=1)
+    return matches[0] if matches else None

@@ -1,0 +1,133 @@
+"""Aggregate the results of all experiments under a folder into one table.
+
+Every folder below PARENT_DIR that holds a params.json is an experiment (a folder that also
+holds a search.json is the template of a search, not an experiment). Prints a markdown table
+of the experiments, best first by --metric: the experiment (its path relative to PARENT_DIR),
+the hyperparameters that differ between them, then the metrics of their best weights.
+Writes the same table to PARENT_DIR/results.md and PARENT_DIR/results.csv.
+
+Example:
+    python synthesize_results.py --parent_dir experiments --split test
+"""
+
+import argparse
+import csv
+import io
+import logging
+from pathlib import Path
+
+from model.utils import UserError, load_json, run_main, write_text_atomic
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--parent_dir", default="experiments", help="Folder to search for experiments")
+parser.add_argument("--metric", default="accuracy", help="Metric to sort by (loss sorts lowest first)")
+parser.add_argument("--split", default="eval", choices=["eval", "test"], help="Dev (eval) or test metrics")
+
+# Metrics where smaller is better; every other metric is sorted largest first.
+LOWER_IS_BETTER = {"loss"}
+
+
+def read_json_or_warn(path):
+    """The JSON object in `path`, or None with a warning naming the file if it is unreadable."""
+    try:
+        return load_json(path)
+    except UserError as error:
+        logging.warning(f"Warning: skipping {error}")
+        return None
+
+
+def find_experiments(parent_dir, split):
+    """[(name, params, metrics or None)] for every experiment folder below parent_dir."""
+    experiments = []
+    for params_path in sorted(parent_dir.rglob("params.json")):
+        folder = params_path.parent
+        if (folder / "search.json").exists():
+            continue
+        params = read_json_or_warn(params_path)
+        if params is None:
+            continue
+        metrics_path = folder / f"metrics_{split}_best_weights.json"
+        metrics = read_json_or_warn(metrics_path) if metrics_path.exists() else None
+        name = folder.relative_to(parent_dir).as_posix() if folder != parent_dir else "."
+        experiments.append((name, params, metrics))
+    return experiments
+
+
+def differing_keys(all_params):
+    """The hyperparameters whose values are not the same in every experiment."""
+    keys = sorted({key for params in all_params for key in params})
+    return [key for key in keys if len({repr(params.get(key)) for params in all_params}) > 1]
+
+
+def make_rows(experiments, metric):
+    """Header and rows of the table: finished experiments best first, then unfinished ones."""
+    hyperparameters = differing_keys([params for _, params, _ in experiments])
+    finished = [e for e in experiments if e[2] is not None]
+    metric_names = sorted({key for _, _, metrics in finished for key in metrics})
+    if finished and metric not in metric_names:
+        raise UserError(
+            f"No metric '{metric}' in the results; --metric can be one of {', '.join(metric_names)}."
+        )
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    finished.sort(key=lambda e: sign * e[2][metric])
+    unfinished = [e for e in experiments if e[2] is None]
+
+    header = ["experiment", *hyperparameters, *metric_names]
+    rows = [
+        [
+            name,
+            *(params.get(k, "") for k in hyperparameters),
+            *(_format(metrics.get(m, "")) for m in metric_names),
+        ]
+        for name, params, metrics in finished
+    ]
+    rows += [
+        [
+            name,
+            *(params.get(k, "") for k in hyperparameters),
+            *(["unfinished"] + [""] * (len(metric_names) - 1)),
+        ]
+        for name, params, _ in unfinished
+    ]
+    return header, rows
+
+
+def _format(value):
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def to_markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(header, rows):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    return buffer.getvalue()
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parser.parse_args()
+    parent_dir = Path(args.parent_dir)
+    if not parent_dir.is_dir():
+        raise UserError(f"--parent_dir {parent_dir} does not exist.")
+
+    # Gather every experiment's hyperparameters and metrics
+    experiments = find_experiments(parent_dir, args.split)
+    if not experiments:
+        raise UserError(f"No experiments (folders with a params.json) under {parent_dir}.")
+
+    # Build the table, save it as markdown and CSV, and show it
+    header, rows = make_rows(experiments, args.metric)
+    table = to_markdown(header, rows)
+    write_text_atomic(table, parent_dir / "results.md")
+    write_text_atomic(to_csv(header, rows), parent_dir / "results.csv")
+    print(table)
+    print(f"Saved {parent_dir / 'results.md'} and {parent_dir / 'results.csv'}")
+
+
+if __name__ == "__main__":
+    run_main(main)

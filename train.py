@@ -1,0 +1,100 @@
+"""Train the model on the train split, evaluating on dev after every epoch.
+
+Reads the hyperparameters from MODEL_DIR/params.json and writes everything the run produces
+into MODEL_DIR: train.log, last_weights/, best_weights/, metrics_eval_*.json and TensorBoard
+summaries. The data is the output of build_dataset.py: DATA_DIR/{train,dev}_signs/{label}_*.jpg
+
+Example:
+    python train.py --model_dir experiments/base_model --data_dir data/64x64_SIGNS
+"""
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+import model.quiet_tensorflow  # noqa: F401  (first: hides TensorFlow's start-up chatter)
+from model.input_fn import check_labels, input_fn, list_split
+from model.model_fn import model_fn
+from model.training import train_and_evaluate
+from model.utils import UserError, load_params, run_main, set_logger
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument(
+    "--model_dir", default="experiments/base_model", help="Experiment folder with params.json"
+)
+parser.add_argument("--data_dir", default="data/64x64_SIGNS", help="Folder with train_signs/ and dev_signs/")
+parser.add_argument(
+    "--restore_from",
+    help="Weights to continue from: a folder such as MODEL_DIR/last_weights, or a checkpoint prefix",
+)
+parser.add_argument(
+    "--overwrite", action="store_true", help="Delete MODEL_DIR's earlier weights and start again"
+)
+
+# What a run writes into MODEL_DIR, removed by --overwrite.
+RUN_OUTPUTS = [
+    "last_weights",
+    "best_weights",
+    "train_summaries",
+    "eval_summaries",
+    "metrics_eval_last_weights.json",
+    "metrics_eval_best_weights.json",
+]
+
+
+def check_not_overwriting(model_dir, restore_from, overwrite):
+    """Refuses to train over earlier weights unless told to continue from or replace them."""
+    has_weights = any((model_dir / name).exists() for name in ("last_weights", "best_weights"))
+    if has_weights and not restore_from and not overwrite:
+        raise UserError(
+            f"{model_dir} already holds weights from an earlier run. To continue it, add "
+            f"--restore_from {model_dir / 'last_weights'}; to start again and delete them, add "
+            "--overwrite; or use another --model_dir."
+        )
+    if overwrite:
+        for name in RUN_OUTPUTS:
+            path = model_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def main():
+    args = parser.parse_args()
+    model_dir = Path(args.model_dir)
+
+    # Load the hyperparameters from the experiment's params.json
+    params = load_params(model_dir)
+
+    # Seed Python, NumPy and TensorFlow for reproducible experiments
+    tf.keras.utils.set_random_seed(params.seed)
+
+    # Never train over the weights of an earlier run by accident
+    check_not_overwriting(model_dir, args.restore_from, args.overwrite)
+
+    # Log to the console and to MODEL_DIR/train.log
+    set_logger(model_dir / "train.log")
+
+    # Create the input data pipelines
+    logging.info("Creating the datasets...")
+    train_files, train_labels = list_split(args.data_dir, "train")
+    dev_files, dev_labels = list_split(args.data_dir, "dev")
+    check_labels(train_labels, params.num_labels, "train")
+    check_labels(dev_labels, params.num_labels, "dev")
+    train_dataset = input_fn(True, train_files, train_labels, params)
+    dev_dataset = input_fn(False, dev_files, dev_labels, params)
+    logging.info(f"- {len(train_files)} train and {len(dev_files)} dev images from {args.data_dir}")
+
+    # Define the model
+    logging.info("Creating the model...")
+    spec = model_fn(params)
+
+    # Train, evaluating on dev after each epoch
+    logging.info(f"Starting training for {params.num_epochs} epochs")
+    train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, args.restore_from)
+    logging.info(f"Done. Weights, metrics and summaries are in {model_dir}")
+
+
+if __name__ == "__main__":
+    run_main(main)

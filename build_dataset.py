@@ -47,9 +47,7 @@ parser.add_argument("--dev_fraction", type=float, default=0.2, help="Share of th
 parser.add_argument(
     "--test_fraction", type=float, default=0.1, help="Share set aside for test when DATA_DIR has no test set"
 )
-parser.add_argument(
-    "--workers", type=int, default=os.cpu_count(), help="Processes resizing images in parallel"
-)
+parser.add_argument("--workers", type=int, default=os.cpu_count(), help="Processes resizing images in parallel")
 parser.add_argument(
     "--synthetic", type=int, metavar="N", help="First draw a demo dataset of N hand images into DATA_DIR"
 )
@@ -92,27 +90,19 @@ def split_stratified(items, fraction, seed):
 def read_dataset(data_dir, test_fraction, seed):
     """Finds the layout of data_dir; returns ({'train': items, 'test': items}, class names)."""
     if not data_dir.is_dir():
-        raise UserError(
-            f"The data folder {data_dir} does not exist. Pass --data_dir, or --synthetic N for demo data."
-        )
+        raise UserError(f"The data folder {data_dir} does not exist. Pass --data_dir, or --synthetic N for demo data.")
     if (data_dir / "train_signs").is_dir():
         splits = {"train": read_signs_split(data_dir / "train_signs")}
-        splits["test"] = (
-            read_signs_split(data_dir / "test_signs") if (data_dir / "test_signs").is_dir() else None
-        )
+        splits["test"] = read_signs_split(data_dir / "test_signs") if (data_dir / "test_signs").is_dir() else None
         labels = sorted({label for items in splits.values() if items for _, label, _ in items})
         class_names = [str(label) for label in range(max(labels) + 1)] if labels else []
     else:
         train_root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-        class_names = sorted(
-            p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        class_names = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith("."))
         splits = {"train": read_class_folders(train_root, class_names)}
         test_root = data_dir / "test"
         splits["test"] = (
-            read_class_folders(test_root, class_names)
-            if train_root != data_dir and test_root.is_dir()
-            else None
+            read_class_folders(test_root, class_names) if train_root != data_dir and test_root.is_dir() else None
         )
     if not splits["train"]:
         raise UserError(

@@ -22,9 +22,7 @@ from model.training import format_metrics
 from model.utils import load_params, run_main, save_dict_to_json, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument(
-    "--model_dir", default="experiments/base_model", help="Experiment folder with params.json"
-)
+parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
 parser.add_argument("--data_dir", default="data/64x64_SIGNS", help="Folder with test_signs/")
 parser.add_argument(
     "--restore_from",

@@ -65,9 +65,7 @@ def make_rows(experiments, metric):
     finished = [e for e in experiments if e[2] is not None]
     metric_names = sorted({key for _, _, metrics in finished for key in metrics})
     if finished and metric not in metric_names:
-        raise UserError(
-            f"No metric '{metric}' in the results; --metric can be one of {', '.join(metric_names)}."
-        )
+        raise UserError(f"No metric '{metric}' in the results; --metric can be one of {', '.join(metric_names)}.")
     sign = 1 if metric in LOWER_IS_BETTER else -1
     finished.sort(key=lambda e: sign * e[2][metric])
     unfinished = [e for e in experiments if e[2] is None]

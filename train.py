@@ -22,17 +22,13 @@ from model.training import train_and_evaluate
 from model.utils import UserError, load_params, run_main, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument(
-    "--model_dir", default="experiments/base_model", help="Experiment folder with params.json"
-)
+parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
 parser.add_argument("--data_dir", default="data/64x64_SIGNS", help="Folder with train_signs/ and dev_signs/")
 parser.add_argument(
     "--restore_from",
     help="Weights to continue from: a folder such as MODEL_DIR/last_weights, or a checkpoint prefix",
 )
-parser.add_argument(
-    "--overwrite", action="store_true", help="Delete MODEL_DIR's earlier weights and start again"
-)
+parser.add_argument("--overwrite", action="store_true", help="Delete MODEL_DIR's earlier weights and start again")
 
 # What a run writes into MODEL_DIR, removed by --overwrite.
 RUN_OUTPUTS = [

@@ -61,9 +61,7 @@ def find_checkpoint(restore_from, model_dir):
         if path.is_dir():
             prefix = tf.train.latest_checkpoint(str(path))
             if prefix is None:
-                raise UserError(
-                    f"The folder {path} holds no checkpoint. Train first, or pick another folder."
-                )
+                raise UserError(f"The folder {path} holds no checkpoint. Train first, or pick another folder.")
             return prefix
         if Path(f"{path}.index").is_file():
             return str(path)

@@ -73,9 +73,7 @@ def input_fn(is_training, filenames, labels, params):
         params: Params with image_size, batch_size, use_random_flip.
     """
     dataset = tf.data.Dataset.from_tensor_slices((filenames, tf.constant(labels, tf.int32)))
-    dataset = dataset.map(
-        lambda f, y: _load_image(f, y, params.image_size), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    dataset = dataset.map(lambda f, y: _load_image(f, y, params.image_size), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.cache()
     if is_training:
         # A buffer as large as the dataset gives a uniform shuffle, new every epoch.

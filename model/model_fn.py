@@ -25,6 +25,11 @@ def conv_block(x, channels, params):
 
 def base_model(params):
     """The original CS230 SIGNS network: four conv blocks, then dense -> BN -> ReLU -> logits."""
+    if params.image_size % 16:
+        raise UserError(
+            f"image_size = {params.image_size} in params.json: base_model halves the image four "
+            "times, so image_size must be a multiple of 16 (such as 64). Rebuild the data with that --size."
+        )
     images = keras.Input(shape=(params.image_size, params.image_size, 3), name="images")
     x = images
     for multiplier in (1, 2, 4, 8):

@@ -1,6 +1,7 @@
 """The training loop: train one epoch, evaluate on dev, save checkpoints, summaries, metrics."""
 
 import logging
+import time
 from pathlib import Path
 
 import tensorflow as tf
@@ -54,9 +55,7 @@ def write_eval_summaries(writer, step, metrics, misclassified):
         for name, value in metrics.items():
             tf.summary.scalar(name, value)
         for predicted, images in sorted(misclassified.items()):
-            tf.summary.image(
-                f"misclassified/predicted_as_{predicted}", tf.stack(images), max_outputs=len(images)
-            )
+            tf.summary.image(f"misclassified/predicted_as_{predicted}", tf.stack(images), max_outputs=len(images))
     writer.flush()
 
 
@@ -86,9 +85,9 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
         # Create the optimizer's slots first so that their saved values are restored now.
         spec.optimizer.build(spec.model.trainable_variables)
         checkpoint.restore(prefix).assert_existing_objects_matched()
-        logging.info(
-            f"Restored {prefix}: {int(epoch)} epochs done, best dev accuracy {float(best_accuracy):.3f}"
-        )
+        # Keras saves the learning rate with the optimizer; params.json must win on resume.
+        spec.optimizer.learning_rate.assign(params.learning_rate)
+        logging.info(f"Restored {prefix}: {int(epoch)} epochs done, best dev accuracy {float(best_accuracy):.3f}")
     else:
         logging.info("Starting from freshly initialised weights")
 
@@ -97,9 +96,15 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
     train_step = make_train_step(spec)
     eval_step = make_eval_step(spec)
 
+    if int(epoch) >= params.num_epochs:
+        logging.info(f"All {params.num_epochs} epochs are done already: raise num_epochs to train more")
     for current in range(int(epoch) + 1, params.num_epochs + 1):
+        start = time.perf_counter()
         train_metrics = train_one_epoch(spec, train_step, train_dataset, current, params, train_writer)
-        logging.info(f"Epoch {current}/{params.num_epochs} - Train metrics: {format_metrics(train_metrics)}")
+        seconds = time.perf_counter() - start
+        logging.info(
+            f"Epoch {current}/{params.num_epochs} - Train metrics: {format_metrics(train_metrics)} ({seconds:.1f} s)"
+        )
 
         dev_metrics, misclassified = evaluate(
             spec, eval_step, dev_dataset, desc="Dev", max_misclassified=MAX_MISCLASSIFIED_IMAGES

@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny datasets and experiments written into pytest's tmp_path.
+
+Everything is generated here, in code: the tests download nothing and need no demo data.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Each class is a colour, with noise: learnable in a few epochs, so tests can check learning.
+CLASS_COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200), (40, 200, 200)]
+
+
+def write_image(path, label, rng, size=(40, 48)):
+    """A noisy image whose dominant colour tells its label."""
+    pixels = np.array(CLASS_COLOURS[label], np.float32) + rng.normal(0, 25, (*size, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=95)
+
+
+def write_signs_split(folder, num_images, rng, num_labels=6, start=0):
+    """num_images SIGNS-style files `{label}_IMG_{id}.jpg`, labels cycling over num_labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(num_images):
+        label = i % num_labels
+        write_image(folder / f"{label}_IMG_{start + i}.jpg", label, rng)
+
+
+@pytest.fixture
+def raw_signs(tmp_path):
+    """A raw dataset in the SIGNS layout: 60 train and 12 test images of 48x40 pixels."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "SIGNS"
+    write_signs_split(root / "train_signs", 60, rng)
+    write_signs_split(root / "test_signs", 12, rng, start=1000)
+    return root
+
+
+@pytest.fixture
+def built_dataset(tmp_path):
+    """A dataset as build_dataset.py writes it: {train,dev,test}_signs of 16x16 JPEGs."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "16x16_SIGNS"
+    for split, n in (("train", 96), ("dev", 24), ("test", 24)):
+        folder = root / f"{split}_signs"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            label = i % 6
+            write_image(folder / f"{label}_IMG_{split}{i}.jpg", label, rng, size=(16, 16))
+    return root
+
+
+def tiny_params(**overrides):
+    """The shipped base_model params, shrunk so a run takes seconds."""
+    params = json.loads((REPO / "experiments/base_model/params.json").read_text())
+    params.update(image_size=16, num_channels=4, batch_size=16, num_epochs=2, save_summary_steps=2)
+    params.update(overrides)
+    return params
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """An experiment folder holding a tiny params.json."""
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "params.json").write_text(json.dumps(tiny_params(), indent=4))
+    return folder
+
+
+def run_script(script, *args, timeout=300):
+    """Runs one of the repository's scripts as a user would, returning the finished process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

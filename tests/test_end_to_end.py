@@ -1,0 +1,108 @@
+"""The whole pipeline through the real scripts, as a user runs it: train, evaluate, resume."""
+
+import json
+import math
+
+import pytest
+from conftest import run_script, tiny_params
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def checkpoints(folder):
+    return sorted(p.stem for p in folder.glob("ckpt-*.index"))
+
+
+def summary_tags(folder):
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0, "images": 0})
+    events.Reload()
+    # tf.summary writes scalars and images as tensors; the plugin name tells them apart.
+    return {tag: events.SummaryMetadata(tag).plugin_data.plugin_name for tag in events.Tags()["tensors"]}
+
+
+@pytest.fixture
+def trained(built_dataset, model_dir):
+    """An experiment trained for 2 epochs on the tiny dataset."""
+    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    assert result.returncode == 0, result.stderr
+    return model_dir
+
+
+def test_train_writes_checkpoints_metrics_logs_and_summaries(trained):
+    assert checkpoints(trained / "last_weights") == ["ckpt-1", "ckpt-2"]
+    assert len(checkpoints(trained / "best_weights")) == 1
+
+    for name in ("metrics_eval_last_weights.json", "metrics_eval_best_weights.json"):
+        metrics = read_json(trained / name)
+        assert 0.0 <= metrics["accuracy"] <= 1.0
+        assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
+    assert read_json(trained / "metrics_eval_last_weights.json")["epoch"] == 2
+
+    log = (trained / "train.log").read_text()
+    assert "Epoch 1/2 - Train metrics" in log and "Epoch 2/2 - Eval metrics" in log
+
+    train_tags = summary_tags(trained / "train_summaries")
+    assert train_tags["loss"] == "scalars" and train_tags["accuracy"] == "scalars"
+    assert train_tags["input_images"] == "images"
+    eval_tags = summary_tags(trained / "eval_summaries")
+    assert eval_tags["accuracy"] == "scalars" and eval_tags["loss"] == "scalars"
+
+
+def test_evaluate_writes_test_metrics(trained, built_dataset):
+    result = run_script("evaluate.py", "--model_dir", trained, "--data_dir", built_dataset)
+    assert result.returncode == 0, result.stderr
+    metrics = read_json(trained / "metrics_test_best_weights.json")
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and math.isfinite(metrics["loss"])
+    assert "Test metrics on 24 images" in (trained / "evaluate.log").read_text()
+
+
+def test_train_refuses_to_overwrite_earlier_weights(trained, built_dataset):
+    before = checkpoints(trained / "last_weights")
+    result = run_script("train.py", "--model_dir", trained, "--data_dir", built_dataset)
+    assert result.returncode == 2
+    assert "--restore_from" in result.stderr and "--overwrite" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert checkpoints(trained / "last_weights") == before
+
+
+def test_resume_trains_only_the_missing_epochs(trained, built_dataset):
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    result = run_script(
+        "train.py", "--model_dir", trained, "--data_dir", built_dataset, "--restore_from", trained / "last_weights"
+    )
+    assert result.returncode == 0, result.stderr
+    log = (trained / "train.log").read_text()
+    assert "2 epochs done" in log
+    assert log.count("Epoch 3/3 - Train metrics") == 1
+    assert "Epoch 1/3" not in log and "Epoch 2/3" not in log
+    assert checkpoints(trained / "last_weights") == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    assert read_json(trained / "metrics_eval_last_weights.json")["epoch"] == 3
+
+
+def test_worse_resumed_epoch_keeps_the_best_weights(built_dataset, model_dir):
+    # Learn the colours well first, then resume with a learning rate that wrecks the model.
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=4, learning_rate=0.01)))
+    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+    best_before = read_json(model_dir / "metrics_eval_best_weights.json")
+    assert best_before["accuracy"] >= 0.5, "the tiny colour dataset should be learnt in 4 epochs"
+    best_files_before = checkpoints(model_dir / "best_weights")
+
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=5, learning_rate=1e4)))
+    result = run_script(
+        "train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", "last_weights"
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_json(model_dir / "metrics_eval_last_weights.json")["accuracy"] < best_before["accuracy"]
+    assert read_json(model_dir / "metrics_eval_best_weights.json") == best_before
+    assert checkpoints(model_dir / "best_weights") == best_files_before
+
+
+def test_num_labels_mismatch_is_a_clear_error(built_dataset, model_dir):
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_labels=4)))
+    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    assert result.returncode == 2
+    assert "num_labels" in result.stderr and "Traceback" not in result.stderr
+    assert not (model_dir / "last_weights").exists()

@@ -170,8 +170,14 @@ def main():
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_SIGNS")
-    if output_dir.resolve() == data_dir.resolve():
-        raise UserError("--output_dir must differ from --data_dir: the raw images would be overwritten.")
+    if output_dir.resolve().is_relative_to(data_dir.resolve()):
+        raise UserError(
+            f"--output_dir {output_dir} is inside --data_dir {data_dir}: it would be read as data. "
+            "Choose an output folder outside the raw data, such as data/64x64_SIGNS."
+        )
+    for name in ("dev_fraction", "test_fraction"):
+        if not 0 <= getattr(args, name) < 1:
+            raise UserError(f"--{name} {getattr(args, name)} must be a fraction between 0 and 1, such as 0.2.")
     set_logger(output_dir / "build_dataset.log")
 
     # Draw the demo dataset first if asked, never over existing data

@@ -19,6 +19,10 @@ class UserError(Exception):
     """A mistake in the user's input: shown as one clear message, without a traceback."""
 
 
+class MissingHyperparameter(UserError, AttributeError):
+    """A key missing from params.json; an AttributeError too, so hasattr() and getattr() work."""
+
+
 def run_main(main):
     """Call `main()`; turn a UserError into a message on stderr and exit status 2."""
     try:
@@ -69,7 +73,7 @@ class Params:
         # Only called when `name` is not a loaded hyperparameter.
         if name.startswith("_"):
             raise AttributeError(name)
-        raise UserError(
+        raise MissingHyperparameter(
             f"The hyperparameter '{name}' is missing from params.json. Add it "
             "(experiments/base_model/params.json lists every key with a working value)."
         )
@@ -192,7 +196,7 @@ def label_from_filename(path):
     """The label of a SIGNS-style file: the integer before the first '_' (`12_IMG_5.jpg` -> 12)."""
     name = Path(path).name
     prefix = name.split("_", 1)[0]
-    if "_" not in name or not prefix.isdigit():
+    if "_" not in name or not prefix.isdecimal():
         raise UserError(
             f"Cannot read a label from the file name '{path}': expected '<integer label>_<name>', "
             "for example '3_IMG_4821.jpg'. Rename the file or remove it from the folder."

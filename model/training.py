@@ -1,6 +1,7 @@
 """The training loop: train one epoch, evaluate on dev, save checkpoints, summaries, metrics."""
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches
-from model.utils import save_dict_to_json
+from model.utils import UserError, save_dict_to_json
 
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch.
 MAX_MISCLASSIFIED_IMAGES = 6
@@ -39,6 +40,11 @@ def train_one_epoch(spec, train_step, dataset, epoch, params, writer):
     for batch, (images, labels) in enumerate(progress):
         loss = train_step(images, labels)
         step = int(spec.optimizer.iterations)
+        if not math.isfinite(float(loss)):
+            raise UserError(
+                f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step}. "
+                "Lower learning_rate in params.json (try 10x smaller). best_weights still holds the best epoch."
+            )
         with writer.as_default(step=step):
             if batch == 0:
                 tf.summary.image("input_images", images, max_outputs=4)

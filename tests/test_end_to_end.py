@@ -106,3 +106,19 @@ def test_num_labels_mismatch_is_a_clear_error(built_dataset, model_dir):
     assert result.returncode == 2
     assert "num_labels" in result.stderr and "Traceback" not in result.stderr
     assert not (model_dir / "last_weights").exists()
+
+
+def test_divergence_stops_with_a_hint_and_keeps_the_best_weights(trained, built_dataset):
+    best_before = read_json(trained / "metrics_eval_best_weights.json")
+    best_files_before = checkpoints(trained / "best_weights")
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3, learning_rate=1e30)))
+
+    result = run_script(
+        "train.py", "--model_dir", trained, "--data_dir", built_dataset, "--restore_from", "last_weights"
+    )
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "diverged" in result.stderr and "epoch 3, step" in result.stderr and "learning_rate" in result.stderr
+    assert read_json(trained / "metrics_eval_best_weights.json") == best_before
+    assert checkpoints(trained / "best_weights") == best_files_before
+    assert checkpoints(trained / "last_weights") == ["ckpt-1", "ckpt-2"]

@@ -43,7 +43,9 @@ def find_experiments(parent_dir, split):
         folder = params_path.parent
         if (folder / "search.json").exists():
             continue
-        params = read_json_or_warn(params_path)
+        # params_used.json holds what the run actually used, --param overrides included.
+        used_path = folder / "params_used.json"
+        params = read_json_or_warn(used_path if used_path.exists() else params_path)
         if params is None:
             continue
         metrics_path = folder / f"metrics_{split}_best_weights.json"

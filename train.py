@@ -1,11 +1,13 @@
 """Train the model on the train split, evaluating on dev after every epoch.
 
-Reads the hyperparameters from MODEL_DIR/params.json and writes everything the run produces
-into MODEL_DIR: train.log, last_weights/, best_weights/, metrics_eval_*.json and TensorBoard
+Reads the hyperparameters from MODEL_DIR/params.json (with any --param KEY=VALUE changes)
+and writes everything the run produces into MODEL_DIR: params_used.json (the hyperparameters
+actually used), train.log, last_weights/, best_weights/, metrics_eval_*.json and TensorBoard
 summaries. The data is the output of build_dataset.py: DATA_DIR/{train,dev}_signs/{label}_*.jpg
 
 Example:
     python train.py --model_dir experiments/base_model --data_dir data/64x64_SIGNS
+    python train.py --model_dir experiments/lr_test --param learning_rate=0.01 --param num_epochs=3
 """
 
 import argparse
@@ -19,7 +21,7 @@ import model.quiet_tensorflow  # noqa: F401  (first: hides TensorFlow's start-up
 from model.input_fn import check_labels, input_fn, list_split
 from model.model_fn import model_fn
 from model.training import train_and_evaluate
-from model.utils import UserError, load_params, run_main, set_logger
+from model.utils import UserError, apply_overrides, load_params, run_main, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -28,10 +30,18 @@ parser.add_argument(
     "--restore_from",
     help="Weights to continue from: a folder such as MODEL_DIR/last_weights, or a checkpoint prefix",
 )
+parser.add_argument(
+    "--param",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="Change one hyperparameter of params.json for this run (repeatable): --param learning_rate=0.01",
+)
 parser.add_argument("--overwrite", action="store_true", help="Delete MODEL_DIR's earlier weights and start again")
 
 # What a run writes into MODEL_DIR, removed by --overwrite.
 RUN_OUTPUTS = [
+    "params_used.json",
     "last_weights",
     "best_weights",
     "train_summaries",
@@ -60,8 +70,9 @@ def main():
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
 
-    # Load the hyperparameters from the experiment's params.json
+    # Load the hyperparameters from the experiment's params.json, with any --param overrides
     params = load_params(model_dir)
+    apply_overrides(params, args.param)
 
     # Seed Python, NumPy and TensorFlow for reproducible experiments
     tf.keras.utils.set_random_seed(params.seed)
@@ -69,8 +80,11 @@ def main():
     # Never train over the weights of an earlier run by accident
     check_not_overwriting(model_dir, args.restore_from, args.overwrite)
 
-    # Log to the console and to MODEL_DIR/train.log
+    # Log to the console and to MODEL_DIR/train.log; record the hyperparameters this run uses
     set_logger(model_dir / "train.log")
+    params.save(model_dir / "params_used.json")
+    if args.param:
+        logging.info(f"Hyperparameters changed for this run: {', '.join(args.param)}")
 
     # Create the input data pipelines
     logging.info("Creating the datasets...")

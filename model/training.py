@@ -1,11 +1,13 @@
 """The training loop: train one epoch, evaluate on dev, save checkpoints, summaries, metrics."""
 
+import json
 import logging
 import math
 import time
 from pathlib import Path
 
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 from tqdm import tqdm
 
 from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches
@@ -65,6 +67,18 @@ def write_eval_summaries(writer, step, metrics, misclassified):
     writer.flush()
 
 
+def write_hparams(model_dir, params):
+    """Records the run's hyperparameters for TensorBoard's HParams dashboard.
+
+    The dashboard then lists this run with its train and eval scalars as metrics, so all the
+    runs of a search can be compared in one table and in parallel coordinates.
+    """
+    # HParams takes numbers, strings and booleans; anything else is shown as JSON text.
+    hparams = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in params.dict.items()}
+    with tf.summary.create_file_writer(str(model_dir)).as_default():
+        hp.hparams(hparams, trial_id=str(model_dir))
+
+
 def format_metrics(metrics):
     return " ; ".join(f"{name}: {value:05.3f}" for name, value in metrics.items())
 
@@ -97,6 +111,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
     else:
         logging.info("Starting from freshly initialised weights")
 
+    write_hparams(model_dir, params)
     train_writer = tf.summary.create_file_writer(str(model_dir / "train_summaries"))
     eval_writer = tf.summary.create_file_writer(str(model_dir / "eval_summaries"))
     train_step = make_train_step(spec)

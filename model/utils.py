@@ -7,6 +7,7 @@ import difflib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +25,12 @@ class MissingHyperparameter(UserError, AttributeError):
 
 
 def run_main(main):
-    """Call `main()`; turn a UserError into a message on stderr and exit status 2."""
+    """Call `main()`; turn a UserError into a message on stderr and exit status 2.
+
+    SIGTERM (sent by `kill`, job schedulers and pre-emption) stops a script the same way as
+    Ctrl-C does, so both get the same clean exit.
+    """
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         main()
     except UserError as error:
@@ -36,6 +42,10 @@ def run_main(main):
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _logs_to_console():
@@ -86,6 +96,25 @@ class Params:
 
     def __repr__(self):
         return f"Params({self.__dict__})"
+
+
+def apply_overrides(params, overrides):
+    """Applies `--param KEY=VALUE` overrides; VALUE is read as JSON, or else kept as a string."""
+    for override in overrides:
+        key, has_value, text = override.partition("=")
+        if not has_value:
+            raise UserError(f"--param {override}: expected KEY=VALUE, such as --param learning_rate=0.01.")
+        if key not in params:
+            suggestion = closest_key(key, params.dict)
+            hint = f" Did you mean '{suggestion}'?" if suggestion else ""
+            raise UserError(
+                f"--param {override}: '{key}' is not a hyperparameter in params.json.{hint} "
+                f"Known keys: {', '.join(params.dict)}."
+            )
+        try:
+            params.dict[key] = json.loads(text)
+        except json.JSONDecodeError:
+            params.dict[key] = text  # a bare word such as adam
 
 
 def load_params(model_dir):

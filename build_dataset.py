@@ -26,13 +26,12 @@ import random
 import re
 import shutil
 from collections import Counter, defaultdict
-from multiprocessing import Pool
 from pathlib import Path
 
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from model.utils import UserError, label_from_filename, run_main, save_dict_to_json, set_logger
+from model.utils import UserError, label_from_filename, run_main, save_dict_to_json, set_logger, worker_pool
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -160,7 +159,7 @@ def build(splits, output_dir, size, workers):
         split_dir.mkdir(parents=True)
         taken = set()
         tasks += [(path, split_dir / output_name(label, name, taken), size) for path, label, name in items]
-    with Pool(workers) as pool:
+    with worker_pool(workers) as pool:
         results = pool.imap(resize_and_save, tasks, chunksize=8)
         errors = [error for error in tqdm(results, total=len(tasks), desc="Resizing", unit="img") if error]
     return errors

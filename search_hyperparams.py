@@ -55,6 +55,7 @@ def prepare_trial(trial_dir, base_params, values):
             "Move that folder away, or restore the search.json and params.json that made it."
         )
     save_dict_to_json(params, params_path)
+    return params
 
 
 def main():
@@ -78,8 +79,8 @@ def main():
     set_logger(parent_dir / "search.log")
     todo, skipped = [], []
     for trial_dir, values in trial_dirs.items():
-        prepare_trial(trial_dir, base_params, values)
-        (skipped if is_finished(trial_dir, base_params.num_epochs) else todo).append(trial_dir)
+        params = prepare_trial(trial_dir, base_params, values)
+        (skipped if is_finished(trial_dir, params["num_epochs"]) else todo).append(trial_dir)
     logging.info(f"{len(trial_dirs)} trials in {parent_dir}: {len(skipped)} finished already, {len(todo)} to run")
 
     # Run the trials, args.jobs at a time, each with its share of the CPU cores

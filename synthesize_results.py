@@ -65,30 +65,20 @@ def make_rows(experiments, metric):
     """Header and rows of the table: finished experiments best first, then unfinished ones."""
     hyperparameters = differing_keys([params for _, params, _ in experiments])
     finished = [e for e in experiments if e[2] is not None]
-    metric_names = sorted({key for _, _, metrics in finished for key in metrics})
+    metric_names = sorted({key for _, _, metrics in finished for key in metrics}) or [metric]
     if finished and metric not in metric_names:
         raise UserError(f"No metric '{metric}' in the results; --metric can be one of {', '.join(metric_names)}.")
-    sign = 1 if metric in LOWER_IS_BETTER else -1
-    finished.sort(key=lambda e: sign * e[2][metric])
-    unfinished = [e for e in experiments if e[2] is None]
+
+    def rank(experiment):  # best first; experiments that lack the metric go last
+        value = experiment[2].get(metric)
+        return (value is None, 0 if value is None else (value if metric in LOWER_IS_BETTER else -value))
 
     header = ["experiment", *hyperparameters, *metric_names]
-    rows = [
-        [
-            name,
-            *(params.get(k, "") for k in hyperparameters),
-            *(_format(metrics.get(m, "")) for m in metric_names),
-        ]
-        for name, params, metrics in finished
-    ]
-    rows += [
-        [
-            name,
-            *(params.get(k, "") for k in hyperparameters),
-            *(["unfinished"] + [""] * (len(metric_names) - 1)),
-        ]
-        for name, params, _ in unfinished
-    ]
+    rows = []
+    for name, params, metrics in sorted(finished, key=rank) + [e for e in experiments if e[2] is None]:
+        cells = [_format(metrics.get(m, "")) for m in metric_names] if metrics else ["unfinished"]
+        cells += [""] * (len(metric_names) - len(cells))
+        rows.append([name, *(params.get(k, "") for k in hyperparameters), *cells])
     return header, rows
 
 

@@ -13,6 +13,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from model.utils import UserError, load_json
@@ -40,7 +41,7 @@ def load_search_space(parent_dir, base_params):
         if key not in base_params:
             raise UserError(
                 f"{path}: '{key}' is not a hyperparameter of {Path(parent_dir) / 'params.json'} "
-                f"(its keys: {', '.join(base_params)}).\n{SEARCH_EXAMPLE}"
+                f"(its keys: {', '.join(base_params.dict)}).\n{SEARCH_EXAMPLE}"
             )
         check_values(path, key, values)
     return space
@@ -122,10 +123,12 @@ def train_command(trial_dir, data_dir, launcher):
 
 # The trial processes running now, so that an interrupted search can stop them.
 RUNNING = set()
+STOPPING = threading.Event()
 
 
 def stop_trials():
     """Asks every running trial to stop (train.py then exits cleanly) and waits for them."""
+    STOPPING.set()
     for process in list(RUNNING):
         process.terminate()
     for process in list(RUNNING):
@@ -143,6 +146,8 @@ def run_trial(command, trial_dir, threads):
     }
     output_path = Path(trial_dir) / "output.log"
     with open(output_path, "a") as output:
+        if STOPPING.is_set():  # the search was interrupted while this trial was starting
+            return 130, ["not started: the search was interrupted"]
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
         RUNNING.add(process)
         returncode = process.wait()

@@ -19,12 +19,13 @@ The files follow the raw SIGNS layout that build_dataset.py expects:
 """
 
 import os
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
+
+from model.utils import worker_pool
 
 NUM_CLASSES = 6
 SUPERSAMPLE = 2  # draw at 2x and shrink, which antialiases the edges
@@ -293,7 +294,7 @@ def generate_signs(data_dir, num_images, seed=230, image_size=256, test_fraction
         folder = folders["test_signs" if test else "train_signs"]
         tasks.append((index, int(label), folder / f"{label}_IMG_{index:05d}.jpg", seed, image_size))
 
-    with Pool(workers or os.cpu_count()) as pool:
+    with worker_pool(workers or os.cpu_count()) as pool:
         progress = pool.imap_unordered(_draw_and_save, tasks, chunksize=8)
         for _ in tqdm(progress, total=len(tasks), desc="Drawing demo hands"):
             pass

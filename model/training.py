@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -34,8 +35,8 @@ def make_train_step(spec):
     return train_step
 
 
-def train_one_epoch(spec, train_step, dataset, epoch, params, writer):
-    """Trains over the whole dataset once, with a progress bar and train summaries."""
+def train_one_epoch(spec, train_step, dataset, epoch, params, writer, stop):
+    """Trains over the whole dataset once (or until a stop is requested), with a progress bar."""
     for metric in spec.train_metrics.values():
         metric.reset_state()
     progress = tqdm(dataset, desc=f"Epoch {epoch}/{params.num_epochs}", total=num_batches(dataset))
@@ -54,6 +55,8 @@ def train_one_epoch(spec, train_step, dataset, epoch, params, writer):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("accuracy", spec.train_metrics["accuracy"].result())
         progress.set_postfix(loss=f"{float(spec.train_metrics['loss'].result()):.3f}", refresh=False)
+        if stop.requested:
+            break
     return {name: float(metric.result()) for name, metric in spec.train_metrics.items()}
 
 
@@ -79,8 +82,59 @@ def write_hparams(model_dir, params):
         hp.hparams(hparams, trial_id=str(model_dir))
 
 
+def save_epoch(model_dir, dev_metrics, epoch, best_accuracy, last_manager, best_manager):
+    """Checkpoints the epoch into last_weights, and into best_weights if dev accuracy improved."""
+    metrics = {**dev_metrics, "epoch": int(epoch)}
+    # best_weights first: a run killed between the two saves resumes from the previous
+    # last_weights and still finds the best accuracy so far in best_weights.
+    if dev_metrics["accuracy"] > float(best_accuracy):
+        logging.info(f"- Found new best accuracy {dev_metrics['accuracy']:.3f}, saving best_weights")
+        best_accuracy.assign(dev_metrics["accuracy"])
+        best_manager.save(checkpoint_number=int(epoch))
+        save_dict_to_json(metrics, model_dir / "metrics_eval_best_weights.json")
+    last_manager.save(checkpoint_number=int(epoch))
+    save_dict_to_json(metrics, model_dir / "metrics_eval_last_weights.json")
+
+
+def log_metrics(split, epoch, params, metrics, seconds=None):
+    took = f" ({seconds:.1f} s)" if seconds is not None else ""
+    logging.info(f"Epoch {epoch}/{params.num_epochs} - {split} metrics: {format_metrics(metrics)}{took}")
+
+
 def format_metrics(metrics):
     return " ; ".join(f"{name}: {value:05.3f}" for name, value in metrics.items())
+
+
+def saved_best_accuracy(best_weights_dir):
+    """The dev accuracy recorded in a best_weights folder's checkpoint, or -1 if it has none."""
+    prefix = tf.train.latest_checkpoint(str(best_weights_dir))
+    if prefix is None:
+        return -1.0
+    return float(tf.train.load_variable(prefix, "best_accuracy/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a request to stop at the next safe point.
+
+    Stopping between two training steps, never in the middle of writing a checkpoint, keeps
+    every file consistent; the epoch in progress is dropped and redone on resume. A second
+    Ctrl-C stops at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def request(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, restore_from=None):
@@ -107,6 +161,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
         checkpoint.restore(prefix).assert_existing_objects_matched()
         # Keras saves the learning rate with the optimizer; params.json must win on resume.
         spec.optimizer.learning_rate.assign(params.learning_rate)
+        best_accuracy.assign(max(float(best_accuracy), saved_best_accuracy(model_dir / "best_weights")))
         logging.info(f"Restored {prefix}: {int(epoch)} epochs done, best dev accuracy {float(best_accuracy):.3f}")
     else:
         logging.info("Starting from freshly initialised weights")
@@ -119,28 +174,23 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
 
     if int(epoch) >= params.num_epochs:
         logging.info(f"All {params.num_epochs} epochs are done already: raise num_epochs to train more")
-    for current in range(int(epoch) + 1, params.num_epochs + 1):
-        start = time.perf_counter()
-        train_metrics = train_one_epoch(spec, train_step, train_dataset, current, params, train_writer)
-        seconds = time.perf_counter() - start
-        logging.info(
-            f"Epoch {current}/{params.num_epochs} - Train metrics: {format_metrics(train_metrics)} ({seconds:.1f} s)"
-        )
+    with StopRequest() as stop:
+        for current in range(int(epoch) + 1, params.num_epochs + 1):
+            start = time.perf_counter()
+            train_metrics = train_one_epoch(spec, train_step, train_dataset, current, params, train_writer, stop)
+            if stop.requested:
+                break  # an unfinished epoch is not saved: resuming redoes it
+            log_metrics("Train", current, params, train_metrics, time.perf_counter() - start)
 
-        dev_metrics, misclassified = evaluate(
-            spec, eval_step, dev_dataset, desc="Dev", max_misclassified=MAX_MISCLASSIFIED_IMAGES
-        )
-        logging.info(f"Epoch {current}/{params.num_epochs} - Eval metrics: {format_metrics(dev_metrics)}")
-        write_eval_summaries(eval_writer, int(spec.optimizer.iterations), dev_metrics, misclassified)
+            dev_metrics, misclassified = evaluate(spec, eval_step, dev_dataset, "Dev", MAX_MISCLASSIFIED_IMAGES)
+            log_metrics("Eval", current, params, dev_metrics)
+            write_eval_summaries(eval_writer, int(spec.optimizer.iterations), dev_metrics, misclassified)
 
-        is_best = dev_metrics["accuracy"] > float(best_accuracy)
-        if is_best:
-            best_accuracy.assign(dev_metrics["accuracy"])
-        epoch.assign(current)
-        last_manager.save(checkpoint_number=current)
-        save_dict_to_json({**dev_metrics, "epoch": current}, model_dir / "metrics_eval_last_weights.json")
-        if is_best:
-            logging.info(f"- Found new best accuracy {dev_metrics['accuracy']:.3f}, saving best_weights")
-            best_manager.save(checkpoint_number=current)
-            save_dict_to_json({**dev_metrics, "epoch": current}, model_dir / "metrics_eval_best_weights.json")
+            epoch.assign(current)
+            save_epoch(model_dir, dev_metrics, epoch, best_accuracy, last_manager, best_manager)
+            if stop.requested:
+                break
     train_writer.flush()
+    if stop.requested:
+        logging.info(f"Stopped after {int(epoch)} epochs. Continue with --restore_from {model_dir / 'last_weights'}")
+        raise KeyboardInterrupt

@@ -6,6 +6,7 @@ Nothing here imports TensorFlow, so build_dataset.py and error messages stay fas
 import difflib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -42,6 +43,20 @@ def run_main(main):
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
+
+
+def worker_pool(processes):
+    """A multiprocessing Pool whose workers leave Ctrl-C and SIGTERM to the main process.
+
+    Without this, every worker prints its own KeyboardInterrupt traceback when the user
+    presses Ctrl-C, or when the pool shuts its workers down with SIGTERM.
+    """
+    return multiprocessing.Pool(processes, initializer=_default_signal_handlers)
+
+
+def _default_signal_handlers():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _raise_keyboard_interrupt(signum, frame):

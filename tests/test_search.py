@@ -1,0 +1,338 @@
+"""search_hyperparams.py as a user runs it: search.json mistakes, grid and random trials,
+skipping finished trials, isolating failed ones, launchers, interrupting and resuming."""
+
+import ast
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_script, tiny_params
+
+LOG_UNIFORM_LR = {"distribution": "log_uniform", "low": 1e-4, "high": 1e-1}
+
+
+def make_search(parent, space, **params):
+    """A search folder: a tiny params.json and search.json (a dict, raw text, or None for none)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / "params.json").write_text(json.dumps(tiny_params(**params), indent=4))
+    if space is not None:
+        (parent / "search.json").write_text(space if isinstance(space, str) else json.dumps(space))
+    return parent
+
+
+def search_args(parent, data_dir, *args):
+    return ["--parent_dir", str(parent), "--data_dir", str(data_dir), *args]
+
+
+def search(parent, data_dir, *args):
+    return run_script("search_hyperparams.py", *search_args(parent, data_dir, *args))
+
+
+def dry_run(parent, *args):
+    """{trial folder name: values} as listed by --dry_run."""
+    result = run_script("search_hyperparams.py", "--parent_dir", parent, "--dry_run", *args)
+    assert result.returncode == 0, result.stderr
+    *lines, summary = result.stdout.splitlines()
+    assert summary == f"{len(lines)} trials (dry run: nothing was run)"
+    trials = (line.split("  ", 1) for line in lines)
+    return {Path(folder).name: ast.literal_eval(values) for folder, values in trials}
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def epochs_done(trial):
+    path = trial / "metrics_eval_last_weights.json"
+    return read_json(path)["epoch"] if path.exists() else 0
+
+
+def weight_files(*trials):
+    """{checkpoint file: modification time}: any retraining or rewrite changes it."""
+    return {str(path): path.stat().st_mtime_ns for trial in trials for path in sorted(trial.glob("*_weights/*"))}
+
+
+# A --launcher: appends the command it is given to a record file (one JSON list a line), then runs it.
+RECORDING_WRAPPER = """
+import json, os, sys
+record, then_run, command = sys.argv[1], sys.argv[2] == "run", sys.argv[3:]
+with open(record, "a") as f:
+    f.write(json.dumps(command) + "\\n")
+if then_run:
+    os.execv(command[0], command)
+"""
+
+
+def recording_launcher(tmp_path, record, then_run=True):
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(RECORDING_WRAPPER)
+    return shlex.join([sys.executable, str(wrapper), str(record), "run" if then_run else "record_only"])
+
+
+def launched(record):
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def model_dir_of(command):
+    return command[command.index("--model_dir") + 1]
+
+
+def running_processes_mentioning(text):
+    """Command lines of the live processes whose arguments contain `text`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # the process ended while we looked
+        if any(text in arg for arg in args):
+            found.append(" ".join(args))
+    return found
+
+
+# Mistakes in search.json
+
+
+@pytest.mark.parametrize(
+    "space, expected",
+    [
+        (None, ["search.json is missing", '"learning_rate"', '"distribution"']),
+        ('{\n    "learning_rate": [0.01,]\n}', ["search.json is not valid JSON", "line 2, column"]),
+        ({"learning_rat": [0.01]}, ["'learning_rat' is not a hyperparameter", "learning_rate"]),
+        ({"learning_rate": []}, ["the list of values for 'learning_rate' is empty"]),
+        ({"learning_rate": {"distribution": "log_uniform", "low": 0, "high": 0.1}}, ["'learning_rate' must be"]),
+    ],
+    ids=["missing", "malformed", "unknown_key", "empty_list", "log_uniform_from_zero"],
+)
+def test_search_json_mistake_is_a_clear_error(tmp_path, space, expected):
+    parent = make_search(tmp_path / "search", space)
+
+    result = run_script("search_hyperparams.py", "--parent_dir", parent, "--dry_run")
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr
+    assert not [p for p in parent.iterdir() if p.is_dir()], "no trial folder may be created"
+
+
+# Which trials a search.json gives
+
+
+def test_dry_run_lists_every_grid_combination_and_creates_nothing(tmp_path):
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02], "batch_size": [8, 16]})
+
+    trials = dry_run(parent)
+
+    assert trials == {
+        "learning_rate_0.01-batch_size_8": {"learning_rate": 0.01, "batch_size": 8},
+        "learning_rate_0.01-batch_size_16": {"learning_rate": 0.01, "batch_size": 16},
+        "learning_rate_0.02-batch_size_8": {"learning_rate": 0.02, "batch_size": 8},
+        "learning_rate_0.02-batch_size_16": {"learning_rate": 0.02, "batch_size": 16},
+    }
+    assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]
+
+
+def test_random_search_draws_valid_values_the_same_way_each_time(tmp_path):
+    space = {
+        "learning_rate": LOG_UNIFORM_LR,
+        "num_channels": {"distribution": "int_uniform", "low": 2, "high": 5},
+        "use_batch_norm": {"distribution": "choice", "values": [True, False]},
+    }
+    parent = make_search(tmp_path / "search", space)
+
+    trials = dry_run(parent, "--num_trials", "5")
+
+    assert len(trials) == 5
+    for values in trials.values():
+        assert 1e-4 <= values["learning_rate"] <= 1e-1
+        assert values["num_channels"] in {2, 3, 4, 5}
+        assert values["use_batch_norm"] in {True, False}
+    assert len({values["learning_rate"] for values in trials.values()}) == 5
+    assert dry_run(parent, "--num_trials", "5") == trials, "the same seed must give the same trials"
+
+    make_search(parent, space, seed=1)
+    assert dry_run(parent, "--num_trials", "5") != trials, "another seed in params.json draws other trials"
+
+
+# Running trials
+
+
+def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
+    trials = [parent / "learning_rate_0.01", parent / "learning_rate_0.02"]
+
+    result = search(parent, built_dataset)
+
+    assert result.returncode == 0, result.stderr
+    assert "Search finished: 2 done, 0 skipped (finished before), 0 failed" in result.stderr
+    for trial, learning_rate in zip(trials, (0.01, 0.02)):
+        assert read_json(trial / "params.json") == tiny_params(num_epochs=1, learning_rate=learning_rate)
+        assert 0.0 <= read_json(trial / "metrics_eval_best_weights.json")["accuracy"] <= 1.0
+        assert f"Done. Weights, metrics and summaries are in {trial}" in (trial / "output.log").read_text()
+    assert "2 done" in (parent / "search.log").read_text()
+
+    weights_before = weight_files(*trials)
+    rerun = search(parent, built_dataset)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Search finished: 0 done, 2 skipped (finished before), 0 failed" in rerun.stderr
+    assert weight_files(*trials) == weights_before
+
+
+def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "search", {"model_version": ["base_model", "no_such_model"]}, num_epochs=1)
+    good, bad = parent / "model_version_base_model", parent / "model_version_no_such_model"
+
+    result = search(parent, built_dataset)
+
+    assert result.returncode == 1
+    assert (good / "metrics_eval_best_weights.json").exists()
+    assert not (bad / "last_weights").exists()
+    for report in (result.stderr, (parent / "search.log").read_text()):
+        assert "Search finished: 1 done, 0 skipped (finished before), 1 failed" in report
+        assert f"Trial {bad.name} failed" in report
+        assert "Unknown model_version 'no_such_model'" in report  # the tail of the trial's own output
+        assert f"- failed: {bad}" in report
+    assert "Traceback" not in result.stderr
+
+
+def test_launcher_runs_every_trial_with_its_arguments_intact(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "my search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
+    record = tmp_path / "launched.jsonl"
+
+    result = search(parent, built_dataset, "--launcher", recording_launcher(tmp_path, record))
+
+    assert result.returncode == 0, result.stderr
+    commands = launched(record)
+    assert sorted(model_dir_of(c) for c in commands) == [
+        str(parent / "learning_rate_0.01"),
+        str(parent / "learning_rate_0.02"),
+    ]
+    for command in commands:
+        assert command[:2] == [sys.executable, str(REPO / "train.py")]
+        assert (Path(model_dir_of(command)) / "metrics_eval_best_weights.json").exists()
+
+
+def test_two_jobs_run_both_trials_each_into_its_own_log(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
+    trials = [parent / "learning_rate_0.01", parent / "learning_rate_0.02"]
+
+    result = search(parent, built_dataset, "--jobs", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert "Search finished: 2 done" in result.stderr
+    for trial, other in zip(trials, reversed(trials)):
+        assert (trial / "metrics_eval_best_weights.json").exists()
+        output = (trial / "output.log").read_text()
+        assert f"summaries are in {trial}" in output and str(other) not in output
+
+
+def test_rerun_resumes_a_trial_whose_own_num_epochs_is_not_reached(tmp_path):
+    # Both trials have trained 1 epoch; only the one that asks for 3 epochs is unfinished.
+    parent = make_search(tmp_path / "search", {"num_epochs": [1, 3]}, num_epochs=1)
+    for epochs in (1, 3):
+        trial = parent / f"num_epochs_{epochs}"
+        trial.mkdir()
+        (trial / "params.json").write_text(json.dumps(tiny_params(num_epochs=epochs)))
+        (trial / "metrics_eval_last_weights.json").write_text(json.dumps({"accuracy": 0.5, "loss": 1.0, "epoch": 1}))
+    record = tmp_path / "launched.jsonl"
+
+    # The launcher only records what it is given: nothing trains.
+    result = search(parent, tmp_path / "data", "--launcher", recording_launcher(tmp_path, record, then_run=False))
+
+    assert result.returncode == 0, result.stderr
+    assert "Search finished: 1 done, 1 skipped" in result.stderr
+    assert [model_dir_of(c) for c in launched(record)] == [str(parent / "num_epochs_3")]
+
+
+# Interrupting a search, then resuming it with the same command
+
+
+def wait_for(condition, process, timeout, what):
+    """Polls `condition` until it holds; fails if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the search ended (exit {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_interrupted_search_stops_its_trials_and_the_same_command_resumes_it(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=3)
+    first, second = parent / "learning_rate_0.01", parent / "learning_rate_0.02"
+    args = search_args(parent, built_dataset, "--jobs", "1")
+
+    with open(tmp_path / "search.out", "w") as out:
+        command = [sys.executable, str(REPO / "search_hyperparams.py"), *args]
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # Stop the search once trial 2 has saved all of its first epoch (the best weights last).
+            best_saved = second / "metrics_eval_best_weights.json"
+            wait_for(best_saved.exists, process, 180, "trial 2's first epoch")
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = (tmp_path / "search.out").read_text()
+
+    assert process.returncode != 0
+    assert "run the same command again to resume it" in output
+    assert epochs_done(first) == 3
+    assert 1 <= epochs_done(second) < 3, "trial 2 must have been stopped before its last epoch"
+    assert running_processes_mentioning(str(second)) == [], "an interrupted search must stop its trials"
+    train_log_size = (second / "train.log").stat().st_size
+    time.sleep(1)
+    assert (second / "train.log").stat().st_size == train_log_size
+
+    first_weights = weight_files(first)
+    rerun = run_script("search_hyperparams.py", *args)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Search finished: 1 done, 1 skipped (finished before), 0 failed" in rerun.stderr
+    assert weight_files(first) == first_weights
+    assert "Restored" in (second / "train.log").read_text()
+    assert epochs_done(second) == 3
+
+    results = run_script("synthesize_results.py", "--parent_dir", parent)
+    assert results.returncode == 0, results.stderr
+    assert first.name in results.stdout and second.name in results.stdout
+    assert "unfinished" not in results.stdout
+
+
+# train.py, stopped by SIGTERM right after an epoch's last_weights and metrics are saved.
+STOP_AFTER_LAST_WEIGHTS = """
+import os, runpy, signal, sys
+sys.argv = sys.argv[2:]  # [python, train.py, ...] -> [train.py, ...]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+import model.training
+save = model.training.save_dict_to_json
+def save_then_stop(values, path):
+    save(values, path)
+    if path.name == "metrics_eval_last_weights.json":
+        os.kill(os.getpid(), signal.SIGTERM)
+model.training.save_dict_to_json = save_then_stop
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_trial_stopped_right_after_saving_last_weights_gets_its_best_weights_on_rerun(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01]}, num_epochs=1)
+    trial = parent / "learning_rate_0.01"
+    stopper = tmp_path / "stop_after_last_weights.py"
+    stopper.write_text(STOP_AFTER_LAST_WEIGHTS)
+
+    stopped = search(parent, built_dataset, "--launcher", shlex.join([sys.executable, str(stopper)]))
+    assert stopped.returncode == 1 and "Interrupted." in stopped.stderr
+    rerun = search(parent, built_dataset)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert (trial / "best_weights").is_dir(), rerun.stderr
+    assert (trial / "metrics_eval_best_weights.json").exists()

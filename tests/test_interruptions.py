@@ -1,0 +1,72 @@
+"""Interrupted training loses at most the epoch in progress, and resumes to the planned end."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, run_script, tiny_params
+
+NUM_EPOCHS = 6
+
+
+def start_training(model_dir, data_dir):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--model_dir", str(model_dir), "--data_dir", str(data_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "training ended before it could be interrupted"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def saved_epochs(model_dir):
+    return sorted(int(p.stem.split("-")[1]) for p in (model_dir / "last_weights").glob("ckpt-*.index"))
+
+
+def assert_every_metrics_file_is_valid_json(model_dir):
+    for path in model_dir.glob("metrics_*.json"):
+        metrics = json.loads(path.read_text())
+        assert 0.0 <= metrics["accuracy"] <= 1.0, path
+    assert not list(model_dir.glob(".*.tmp")), "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, sig):
+    # Many small steps per epoch, so that the signal lands in the middle of one.
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=NUM_EPOCHS, batch_size=2)))
+    process = start_training(model_dir, built_dataset)
+    wait_for(model_dir / "last_weights" / "ckpt-1.index", process)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=120)
+
+    if sig == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:  # a clean stop: a message, no traceback, the usual exit status of Ctrl-C
+        assert process.returncode == 130, output
+        assert "Stopped after" in output and "--restore_from" in output and "Traceback" not in output
+    stopped_at = saved_epochs(model_dir)[-1]
+    assert stopped_at < NUM_EPOCHS, "the signal came too late to interrupt training"
+    assert_every_metrics_file_is_valid_json(model_dir)
+
+    result = run_script(
+        "train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", "last_weights"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"{stopped_at} epochs done" in result.stderr
+    assert f"Epoch {stopped_at + 1}/{NUM_EPOCHS} - Train metrics" in result.stderr
+    assert f"Epoch {stopped_at}/{NUM_EPOCHS} - Train" not in result.stderr, "a saved epoch was trained again"
+    assert saved_epochs(model_dir)[-1] == NUM_EPOCHS
+    assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == NUM_EPOCHS
+    assert_every_metrics_file_is_valid_json(model_dir)

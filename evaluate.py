@@ -12,13 +12,11 @@ import argparse
 import logging
 from pathlib import Path
 
-import tensorflow as tf
-
-import model.quiet_tensorflow  # noqa: F401  (first: hides TensorFlow's start-up chatter)
+import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.evaluation import evaluate, find_checkpoint, make_eval_step, restore_model
 from model.input_fn import check_labels, input_fn, list_split
 from model.model_fn import model_fn
-from model.training import format_metrics
+from model.training import format_metrics, set_seed
 from model.utils import load_params, run_main, save_dict_to_json, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +43,7 @@ def main():
     params = load_params(model_dir)
 
     # Seed Python, NumPy and TensorFlow for reproducible experiments
-    tf.keras.utils.set_random_seed(params.seed)
+    set_seed(params.seed)
 
     # Log to the console and to MODEL_DIR/evaluate.log
     set_logger(model_dir / "evaluate.log")

@@ -15,12 +15,10 @@ import logging
 import shutil
 from pathlib import Path
 
-import tensorflow as tf
-
-import model.quiet_tensorflow  # noqa: F401  (first: hides TensorFlow's start-up chatter)
+import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.input_fn import check_labels, input_fn, list_split
 from model.model_fn import model_fn
-from model.training import train_and_evaluate
+from model.training import set_seed, train_and_evaluate
 from model.utils import UserError, apply_overrides, load_params, run_main, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,7 +73,7 @@ def main():
     apply_overrides(params, args.param)
 
     # Seed Python, NumPy and TensorFlow for reproducible experiments
-    tf.keras.utils.set_random_seed(params.seed)
+    set_seed(params.seed)
 
     # Never train over the weights of an earlier run by accident
     check_not_overwriting(model_dir, args.restore_from, args.overwrite)

@@ -18,6 +18,11 @@ from model.utils import UserError, save_dict_to_json
 MAX_MISCLASSIFIED_IMAGES = 6
 
 
+def set_seed(seed):
+    """Seeds Python's, NumPy's and TensorFlow's random generators, for reproducible runs."""
+    tf.keras.utils.set_random_seed(seed)
+
+
 def make_train_step(spec):
     """A compiled step: one gradient update on one batch, updating spec.train_metrics."""
 

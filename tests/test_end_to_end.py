@@ -31,6 +31,15 @@ def trained(built_dataset, model_dir):
     return model_dir
 
 
+def test_console_tells_the_training_story_without_tensorflow_chatter(built_dataset, model_dir):
+    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 2/2 - Eval metrics" in result.stderr
+    for chatter in ("oneDNN", "cuda", "absl", "Sharding callback"):
+        assert chatter not in result.stdout + result.stderr
+
+
 def test_train_writes_checkpoints_metrics_logs_and_summaries(trained):
     assert checkpoints(trained / "last_weights") == ["ckpt-1", "ckpt-2"]
     assert len(checkpoints(trained / "best_weights")) == 1

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.evaluation import evaluate, find_checkpoint, make_eval_step, restore_model
-from model.input_fn import check_labels, input_fn, list_split
+from model.input_fn import check_split, input_fn, list_split
 from model.model_fn import model_fn
 from model.training import format_metrics, set_seed
-from model.utils import load_params, run_main, save_dict_to_json, set_logger
+from model.utils import load_trained_params, run_main, save_dict_to_json, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -39,8 +39,8 @@ def main():
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
 
-    # Load the hyperparameters from the experiment's params.json
-    params = load_params(model_dir)
+    # Load the hyperparameters the model was trained with (--param overrides included)
+    params = load_trained_params(model_dir)
 
     # Seed Python, NumPy and TensorFlow for reproducible experiments
     set_seed(params.seed)
@@ -51,7 +51,7 @@ def main():
     # Create the input data pipeline
     logging.info("Creating the dataset...")
     files, labels = list_split(args.data_dir, args.split)
-    check_labels(labels, params.num_labels, args.split)
+    check_split(files, labels, params, args.split)
     dataset = input_fn(False, files, labels, params)
 
     # Define the model and restore its weights

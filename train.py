@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.input_fn import check_labels, input_fn, list_split
+from model.input_fn import check_split, input_fn, list_split
 from model.model_fn import model_fn
 from model.training import set_seed, train_and_evaluate
-from model.utils import UserError, apply_overrides, load_params, run_main, set_logger
+from model.utils import RunRecord, UserError, load_params, run_main, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -40,6 +40,7 @@ parser.add_argument("--overwrite", action="store_true", help="Delete MODEL_DIR's
 # What a run writes into MODEL_DIR, removed by --overwrite.
 RUN_OUTPUTS = [
     "params_used.json",
+    "run.json",
     "last_weights",
     "best_weights",
     "train_summaries",
@@ -69,11 +70,10 @@ def main():
     model_dir = Path(args.model_dir)
 
     # Load the hyperparameters from the experiment's params.json, with any --param overrides
-    params = load_params(model_dir)
-    apply_overrides(params, args.param)
+    params = load_params(model_dir, args.param)
 
     # Seed Python, NumPy and TensorFlow for reproducible experiments
-    set_seed(params.seed)
+    set_seed(params.seed, params.deterministic)
 
     # Never train over the weights of an earlier run by accident
     check_not_overwriting(model_dir, args.restore_from, args.overwrite)
@@ -84,24 +84,27 @@ def main():
     if args.param:
         logging.info(f"Hyperparameters changed for this run: {', '.join(args.param)}")
 
-    # Create the input data pipelines
-    logging.info("Creating the datasets...")
-    train_files, train_labels = list_split(args.data_dir, "train")
-    dev_files, dev_labels = list_split(args.data_dir, "dev")
-    check_labels(train_labels, params.num_labels, "train")
-    check_labels(dev_labels, params.num_labels, "dev")
-    train_dataset = input_fn(True, train_files, train_labels, params)
-    dev_dataset = input_fn(False, dev_files, dev_labels, params)
-    logging.info(f"- {len(train_files)} train and {len(dev_files)} dev images from {args.data_dir}")
+    # run.json records the command, versions, data and how the run ended
+    with RunRecord(model_dir) as run:
+        # Create the input data pipelines
+        logging.info("Creating the datasets...")
+        train_files, train_labels = list_split(args.data_dir, "train")
+        dev_files, dev_labels = list_split(args.data_dir, "dev")
+        check_split(train_files, train_labels, params, "train")
+        check_split(dev_files, dev_labels, params, "dev")
+        train_dataset = input_fn(True, train_files, train_labels, params)
+        dev_dataset = input_fn(False, dev_files, dev_labels, params)
+        logging.info(f"- {len(train_files)} train and {len(dev_files)} dev images from {args.data_dir}")
+        run.record["data"] = {"data_dir": str(args.data_dir), "train": len(train_files), "dev": len(dev_files)}
 
-    # Define the model
-    logging.info("Creating the model...")
-    spec = model_fn(params)
+        # Define the model
+        logging.info("Creating the model...")
+        spec = model_fn(params)
 
-    # Train, evaluating on dev after each epoch
-    logging.info(f"Starting training for {params.num_epochs} epochs")
-    train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, args.restore_from)
-    logging.info(f"Done. Weights, metrics and summaries are in {model_dir}")
+        # Train, evaluating on dev after each epoch
+        logging.info(f"Starting training for {params.num_epochs} epochs")
+        train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, args.restore_from)
+        logging.info(f"Done. Weights, metrics and summaries are in {model_dir}")
 
 
 if __name__ == "__main__":

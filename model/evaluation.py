@@ -1,9 +1,11 @@
 """The evaluation loop, and finding and restoring saved weights."""
 
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tqdm import tqdm
 
 from model.utils import UserError
@@ -74,6 +76,65 @@ def find_checkpoint(restore_from, model_dir):
 
 def restore_model(model, checkpoint_prefix):
     """Loads only the model's weights from a training checkpoint (not the optimizer)."""
-    status = tf.train.Checkpoint(model=model).restore(checkpoint_prefix)
+    status = restore_checkpoint(tf.train.Checkpoint(model=model), checkpoint_prefix, model)
     status.expect_partial()  # the optimizer and epoch counter in the file are not needed here
+
+
+def restore_checkpoint(checkpoint, checkpoint_prefix, model):
+    """Restores a tf.train.Checkpoint, after checking that it holds the same network as `model`."""
+    # Compare first: a failed restore would leave half-restored variables behind.
+    differences = compare_variables(saved_model_variables(checkpoint_prefix), current_model_variables(model))
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise UserError(
+            f"The weights in {checkpoint_prefix} do not fit the network built from params.json: the "
+            f"architecture changed since they were saved. {len(differences)} variable(s) differ: {shown}. "
+            "Use the hyperparameters those weights were trained with (see the run's params_used.json), "
+            "or train from scratch without --restore_from."
+        )
+    status = checkpoint.restore(checkpoint_prefix)
     status.assert_existing_objects_matched()
+    return status
+
+
+def saved_model_variables(checkpoint_prefix):
+    """{'layer 5 kernel': shape} for each variable of the network saved in a checkpoint.
+
+    A checkpoint stores each variable once, under the first path that reaches it (often
+    through the optimizer), so we follow the object graph from model/_operations instead.
+    """
+    reader = tf.train.load_checkpoint(checkpoint_prefix)
+    shapes = reader.get_variable_to_shape_map()
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+
+    def child(node_id, name):
+        return next(c.node_id for c in graph.nodes[node_id].children if c.local_name == name)
+
+    variables = {}
+    for layer in graph.nodes[child(child(0, "model"), "_operations")].children:
+        for attribute in graph.nodes[layer.node_id].children:
+            for value in graph.nodes[attribute.node_id].attributes:
+                if value.name == "VARIABLE_VALUE":
+                    name = attribute.local_name.lstrip("_")  # Keras 3 stores the kernel as _kernel
+                    variables[f"layer {layer.local_name} {name}"] = shapes[value.checkpoint_key]
+    return variables
+
+
+def current_model_variables(model):
+    """{'layer 5 kernel': shape} for each variable of a network, as a checkpoint would name it."""
+    with tempfile.TemporaryDirectory() as folder:
+        return saved_model_variables(tf.train.Checkpoint(model=model).write(f"{folder}/ckpt"))
+
+
+def compare_variables(saved, current):
+    """Human-readable differences between two {name: shape} dicts."""
+
+    def number(name):  # sort 'layer 10' after 'layer 9'
+        return int(name.split()[1]), name
+
+    return [
+        f"{name} is {saved.get(name, 'absent')} in the weights but {current.get(name, 'absent')} in the network"
+        for name in sorted(saved.keys() | current.keys(), key=number)
+        if saved.get(name) != current.get(name)
+    ]

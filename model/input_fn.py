@@ -9,6 +9,7 @@ next batch is prepared while the model trains on the current one.
 from pathlib import Path
 
 import tensorflow as tf
+from PIL import Image
 
 from model.utils import UserError, label_from_filename
 
@@ -100,3 +101,22 @@ def check_labels(labels, num_labels, split):
             f"The train split has {found} different labels but params.json says num_labels = "
             f"{num_labels}. Set num_labels to {found}, or check the data."
         )
+
+
+def check_image_size(filenames, image_size):
+    """Stops with a clear message when an image is not image_size x image_size pixels."""
+    for filename in filenames:
+        with Image.open(filename) as image:  # reads the file's header only
+            width, height = image.size
+        if (width, height) != (image_size, image_size):
+            raise UserError(
+                f"{filename} is {width}x{height} pixels, but image_size = {image_size} in params.json. "
+                f"Rebuild the data with `build_dataset.py --size {image_size}`, or set image_size to the "
+                "size the data was built with."
+            )
+
+
+def check_split(filenames, labels, params, split):
+    """The checks train.py and evaluate.py run on each split before using it."""
+    check_labels(labels, params.num_labels, split)
+    check_image_size(filenames, params.image_size)

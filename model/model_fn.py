@@ -70,7 +70,7 @@ def build_metrics():
 
 def model_fn(params):
     """Builds the network named by params.model_version, its loss, metrics and optimizer."""
-    version = params.dict.get("model_version", "base_model")
+    version = params.model_version
     if version not in MODELS:
         raise UserError(
             f"Unknown model_version '{version}' in params.json. "

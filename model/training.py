@@ -11,16 +11,22 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tqdm import tqdm
 
-from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches
-from model.utils import UserError, save_dict_to_json
+from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches, restore_checkpoint
+from model.utils import TrainingDiverged, save_dict_to_json
 
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch.
 MAX_MISCLASSIFIED_IMAGES = 6
 
 
-def set_seed(seed):
-    """Seeds Python's, NumPy's and TensorFlow's random generators, for reproducible runs."""
+def set_seed(seed, deterministic=False):
+    """Seeds Python's, NumPy's and TensorFlow's random generators, for reproducible runs.
+
+    With `deterministic`, TensorFlow also runs only deterministic kernels, so that a run
+    repeats to the last digit (slower: see "Reproducibility" in the README).
+    """
     tf.keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def make_train_step(spec):
@@ -49,7 +55,7 @@ def train_one_epoch(spec, train_step, dataset, epoch, params, writer, stop):
         loss = train_step(images, labels)
         step = int(spec.optimizer.iterations)
         if not math.isfinite(float(loss)):
-            raise UserError(
+            raise TrainingDiverged(
                 f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step}. "
                 "Lower learning_rate in params.json (try 10x smaller). best_weights still holds the best epoch."
             )
@@ -163,7 +169,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
         prefix = find_checkpoint(restore_from, model_dir)
         # Create the optimizer's slots first so that their saved values are restored now.
         spec.optimizer.build(spec.model.trainable_variables)
-        checkpoint.restore(prefix).assert_existing_objects_matched()
+        restore_checkpoint(checkpoint, prefix, spec.model)
         # Keras saves the learning rate with the optimizer; params.json must win on resume.
         spec.optimizer.learning_rate.assign(params.learning_rate)
         best_accuracy.assign(max(float(best_accuracy), saved_best_accuracy(model_dir / "best_weights")))

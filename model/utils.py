@@ -8,9 +8,15 @@ import json
 import logging
 import multiprocessing
 import os
+import platform
+import shlex
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,10 @@ from tqdm import tqdm
 
 class UserError(Exception):
     """A mistake in the user's input: shown as one clear message, without a traceback."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: usually a learning rate that is too high."""
 
 
 class MissingHyperparameter(UserError, AttributeError):
@@ -113,18 +123,67 @@ class Params:
         return f"Params({self.__dict__})"
 
 
+# Every hyperparameter params.json may hold: its type, the values that make sense, and an
+# example for the error message. When your model needs a new hyperparameter, add it here
+# too: then a typo in its name is caught instead of being silently ignored.
+HYPERPARAMETERS = {
+    "model_version": (str, None, "the name of a network in MODELS (model/model_fn.py), such as base_model"),
+    "learning_rate": (float, lambda v: v > 0, "a positive number such as 1e-3"),
+    "batch_size": (int, lambda v: v >= 1, "a whole number of at least 1, such as 32"),
+    "num_epochs": (int, lambda v: v >= 1, "a whole number of at least 1, such as 10"),
+    "num_channels": (int, lambda v: v >= 1, "a whole number of at least 1, such as 16"),
+    "use_batch_norm": (bool, None, "true or false"),
+    "bn_momentum": (float, lambda v: 0 <= v < 1, "a number from 0 to below 1, such as 0.9"),
+    "image_size": (int, lambda v: v >= 1, "the side of the images in pixels, such as 64"),
+    "use_random_flip": (bool, None, "true or false"),
+    "num_labels": (int, lambda v: v >= 2, "the number of classes, at least 2"),
+    "save_summary_steps": (int, lambda v: v >= 1, "a whole number of steps, such as 5"),
+    "seed": (int, None, "a whole number such as 230"),
+    "deterministic": (bool, None, "true or false"),
+}
+# Hyperparameters that params.json may leave out, and the value they then take.
+DEFAULTS = {"model_version": "base_model", "deterministic": False}
+
+
+def check_params(params, source):
+    """Stops with a clear message on an unknown, missing, mistyped or out-of-range hyperparameter."""
+    for key in params.dict:
+        if key not in HYPERPARAMETERS:
+            suggestion = closest_key(key, HYPERPARAMETERS)
+            hint = f"Did you mean '{suggestion}'? " if suggestion else ""
+            raise UserError(
+                f"{source}: unknown hyperparameter '{key}'. {hint}If it is a new one, "
+                "declare it in HYPERPARAMETERS in model/utils.py."
+            )
+    for key, (kind, is_valid, example) in HYPERPARAMETERS.items():
+        if key not in params.dict:
+            if key not in DEFAULTS:
+                raise UserError(f"{source}: the hyperparameter '{key}' is missing. Add it, with {example}.")
+            params.dict[key] = DEFAULTS[key]
+        value = params.dict[key]
+        if not _has_type(value, kind) or (is_valid and not is_valid(value)):
+            raise UserError(f"{source}: {key} = {json.dumps(value)} is not valid: it must be {example}.")
+
+
+def _has_type(value, kind):
+    if isinstance(value, bool):  # in Python, True is also the integer 1
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
 def apply_overrides(params, overrides):
     """Applies `--param KEY=VALUE` overrides; VALUE is read as JSON, or else kept as a string."""
     for override in overrides:
         key, has_value, text = override.partition("=")
         if not has_value:
             raise UserError(f"--param {override}: expected KEY=VALUE, such as --param learning_rate=0.01.")
-        if key not in params:
-            suggestion = closest_key(key, params.dict)
+        if key not in HYPERPARAMETERS:
+            suggestion = closest_key(key, HYPERPARAMETERS)
             hint = f" Did you mean '{suggestion}'?" if suggestion else ""
             raise UserError(
-                f"--param {override}: '{key}' is not a hyperparameter in params.json.{hint} "
-                f"Known keys: {', '.join(params.dict)}."
+                f"--param {override}: '{key}' is not a hyperparameter.{hint} Known keys: {', '.join(HYPERPARAMETERS)}."
             )
         try:
             params.dict[key] = json.loads(text)
@@ -132,18 +191,27 @@ def apply_overrides(params, overrides):
             params.dict[key] = text  # a bare word such as adam
 
 
-def load_params(model_dir):
-    """Loads `model_dir/params.json`, with a clear error if the experiment folder is not set up."""
+def load_params(model_dir, overrides=(), filename="params.json"):
+    """Loads and checks `model_dir/params.json`, applying any `--param KEY=VALUE` overrides."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(
             f"The experiment folder {model_dir} does not exist. Create it with a params.json, "
             "for example by copying experiments/base_model."
         )
-    json_path = model_dir / "params.json"
+    json_path = model_dir / filename
     if not json_path.is_file():
-        raise UserError(f"No params.json in {model_dir}. Copy one from experiments/base_model and edit it.")
-    return Params(json_path)
+        raise UserError(f"No {filename} in {model_dir}. Copy one from experiments/base_model and edit it.")
+    params = Params(json_path)
+    apply_overrides(params, overrides)
+    check_params(params, f"{json_path}{' with --param overrides' if overrides else ''}")
+    return params
+
+
+def load_trained_params(model_dir):
+    """The hyperparameters a run in model_dir trained with: params_used.json, else params.json."""
+    used = Path(model_dir) / "params_used.json"
+    return load_params(model_dir, filename=used.name if used.is_file() else "params.json")
 
 
 def load_json(json_path):
@@ -252,3 +320,75 @@ def closest_key(key, valid_keys):
     """The valid key that looks most like `key` (for 'did you mean' hints), or None."""
     matches = difflib.get_close_matches(key, list(valid_keys), n=1)
     return matches[0] if matches else None
+
+
+class RunRecord:
+    """Keeps MODEL_DIR/run.json: what ran, where, with which versions and data, and how it ended.
+
+    Written when the run starts (status "running") and again when it ends, whatever the end:
+    "finished", "interrupted" (Ctrl-C, SIGTERM), "diverged" or "failed". A `kill -9` leaves
+    "running". Earlier runs in the same folder are kept under "previous_runs".
+
+    Example:
+    ```
+    with RunRecord(model_dir) as run:
+        run.record["data"] = {...}
+        train(...)
+    ```
+    """
+
+    def __init__(self, model_dir):
+        self.path = Path(model_dir) / "run.json"
+        self.record = {
+            "command": shlex.join(["python", *sys.argv]),
+            "status": "running",
+            "start_time": _now(),
+            "end_time": None,
+            "host": socket.gethostname(),
+            "versions": {
+                "python": platform.python_version(),
+                "tensorflow": metadata.version("tensorflow"),
+                "keras": metadata.version("keras"),
+            },
+            "git": _git_state(),
+            "data": None,
+            "previous_runs": self._previous_runs(),
+        }
+
+    def _previous_runs(self):
+        try:
+            last = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [*last.pop("previous_runs", []), last]
+
+    def __enter__(self):
+        save_dict_to_json(self.record, self.path)
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None:
+            self.record["status"] = "finished"
+        elif issubclass(kind, KeyboardInterrupt):
+            self.record["status"] = "interrupted"
+        else:
+            self.record["status"] = "diverged" if issubclass(kind, TrainingDiverged) else "failed"
+            self.record["error"] = f"{kind.__name__}: {error}"
+        self.record["end_time"] = _now()
+        save_dict_to_json(self.record, self.path)
+        return False  # the error, if any, goes on to run_main
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_state():
+    """The commit of the code that ran, and whether it had uncommitted changes, if under git."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout, or git is not installed
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}

@@ -26,12 +26,12 @@ def write_image(path, label, rng, size=(40, 48)):
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=95)
 
 
-def write_signs_split(folder, num_images, rng, num_labels=6, start=0):
+def write_signs_split(folder, num_images, rng, num_labels=6, start=0, size=(40, 48)):
     """num_images SIGNS-style files `{label}_IMG_{id}.jpg`, labels cycling over num_labels."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(num_images):
         label = i % num_labels
-        write_image(folder / f"{label}_IMG_{start + i}.jpg", label, rng)
+        write_image(folder / f"{label}_IMG_{start + i}.jpg", label, rng, size)
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ def searched(tmp_path_factory):
     """A 2-trial learning-rate search, trained for 1 epoch on a tiny dataset; shared by the tests."""
     root = tmp_path_factory.mktemp("tensorboard")
     rng = np.random.default_rng(0)
-    write_signs_split(root / "data" / "train_signs", 48, rng)
-    write_signs_split(root / "data" / "dev_signs", 12, rng, start=1000)
+    write_signs_split(root / "data" / "train_signs", 48, rng, size=(16, 16))
+    write_signs_split(root / "data" / "dev_signs", 12, rng, start=1000, size=(16, 16))
     parent = root / "search"
     parent.mkdir()
     (parent / "params.json").write_text(json.dumps(tiny_params(num_epochs=1)))

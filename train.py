@@ -78,9 +78,8 @@ def main():
     # Never train over the weights of an earlier run by accident
     check_not_overwriting(model_dir, args.restore_from, args.overwrite)
 
-    # Log to the console and to MODEL_DIR/train.log; record the hyperparameters this run uses
+    # Log to the console and to MODEL_DIR/train.log
     set_logger(model_dir / "train.log")
-    params.save(model_dir / "params_used.json")
     if args.param:
         logging.info(f"Hyperparameters changed for this run: {', '.join(args.param)}")
 

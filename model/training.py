@@ -177,6 +177,8 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
     else:
         logging.info("Starting from freshly initialised weights")
 
+    # Record the hyperparameters the weights in model_dir are now trained with.
+    params.save(model_dir / "params_used.json")
     write_hparams(model_dir, params)
     train_writer = tf.summary.create_file_writer(str(model_dir / "train_summaries"))
     eval_writer = tf.summary.create_file_writer(str(model_dir / "eval_summaries"))

@@ -2,9 +2,10 @@
 
 import json
 import math
+import re
 
 import pytest
-from conftest import run_script, tiny_params
+from conftest import REPO, run_script, tiny_params
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -131,3 +132,32 @@ def test_divergence_stops_with_a_hint_and_keeps_the_best_weights(trained, built_
     assert read_json(trained / "metrics_eval_best_weights.json") == best_before
     assert checkpoints(trained / "best_weights") == best_files_before
     assert checkpoints(trained / "last_weights") == ["ckpt-1", "ckpt-2"]
+    run = read_json(trained / "run.json")
+    assert run["status"] == "diverged" and "learning_rate" in run["error"]
+    assert [previous["status"] for previous in run["previous_runs"]] == ["finished"]
+    run = read_json(trained / "run.json")
+    assert run["status"] == "diverged" and "learning_rate" in run["error"]
+    assert [previous["status"] for previous in run["previous_runs"]] == ["finished"]
+
+
+def test_run_json_records_what_ran_and_how_it_ended(trained):
+    run = read_json(trained / "run.json")
+
+    assert run["status"] == "finished" and run["start_time"] <= run["end_time"]
+    assert "train.py" in run["command"] and str(trained) in run["command"]
+    assert run["versions"]["tensorflow"] == "2.21.0" and run["versions"]["keras"].startswith("3.")
+    assert run["data"]["train"] == 96 and run["data"]["dev"] == 24
+    if (REPO / ".git").exists():
+        assert re.fullmatch("[0-9a-f]{40}", run["git"]["commit"]) and isinstance(run["git"]["dirty"], bool)
+
+
+def test_deterministic_runs_give_identical_metrics(built_dataset, tmp_path):
+    metrics = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "params.json").write_text(json.dumps(tiny_params(deterministic=True)))
+        result = run_script("train.py", "--model_dir", tmp_path / name, "--data_dir", built_dataset)
+        assert result.returncode == 0, result.stderr
+        metrics.append(read_json(tmp_path / name / "metrics_eval_last_weights.json"))
+
+    assert metrics[0] == metrics[1]

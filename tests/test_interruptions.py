@@ -55,6 +55,8 @@ def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, 
     else:  # a clean stop: a message, no traceback, the usual exit status of Ctrl-C
         assert process.returncode == 130, output
         assert "Stopped after" in output and "--restore_from" in output and "Traceback" not in output
+    status = json.loads((model_dir / "run.json").read_text())["status"]
+    assert status == ("running" if sig == signal.SIGKILL else "interrupted")  # kill -9 leaves no time to write
     stopped_at = saved_epochs(model_dir)[-1]
     assert stopped_at < NUM_EPOCHS, "the signal came too late to interrupt training"
     assert_every_metrics_file_is_valid_json(model_dir)
@@ -70,3 +72,4 @@ def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, 
     assert saved_epochs(model_dir)[-1] == NUM_EPOCHS
     assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == NUM_EPOCHS
     assert_every_metrics_file_is_valid_json(model_dir)
+    assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"

@@ -1,0 +1,116 @@
+"""Every user mistake gets one clear message and exit status 2, never a traceback.
+
+Each case is the command a user would type after making the mistake, run as a subprocess.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_script, tiny_params, write_signs_split
+
+
+def write_params(model_dir, params):
+    (model_dir / "params.json").write_text(json.dumps(params))
+
+
+def without(key):
+    params = tiny_params()
+    del params[key]
+    return params
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("Error:") == 1
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def train(model_dir, data_dir, *args):
+    return run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *args)
+
+
+# (case name, params.json content, what the message must say)
+BAD_PARAMS = [
+    ("invalid JSON", '{"learning_rate": 0.1,,}', ["not valid JSON", "line 1, column 23"]),
+    ("missing hyperparameter", without("batch_size"), ["'batch_size' is missing"]),
+    ("wrong type", tiny_params(batch_size="32"), ['batch_size = "32" is not valid', "whole number"]),
+    ("negative learning rate", tiny_params(learning_rate=-0.1), ["learning_rate = -0.1", "positive"]),
+    ("batch_size 0", tiny_params(batch_size=0), ["batch_size = 0", "at least 1"]),
+    ("typo in a key", {**without("learning_rate"), "learing_rate": 1e-3}, ["'learing_rate'", "'learning_rate'"]),
+    ("unknown model_version", tiny_params(model_version="resnet"), ["resnet", "base_model"]),
+]
+
+
+@pytest.mark.parametrize("params, fragments", [case[1:] for case in BAD_PARAMS], ids=[c[0] for c in BAD_PARAMS])
+def test_bad_params_json(built_dataset, model_dir, params, fragments):
+    (model_dir / "params.json").write_text(params if isinstance(params, str) else json.dumps(params))
+
+    result = train(model_dir, built_dataset)
+
+    assert_user_error(result, "params.json", *fragments)
+    assert not (model_dir / "last_weights").exists()
+
+
+def test_missing_model_dir(built_dataset, tmp_path):
+    assert_user_error(train(tmp_path / "no_such_experiment", built_dataset), "no_such_experiment", "does not exist")
+
+
+def test_missing_params_json(built_dataset, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(train(tmp_path / "empty", built_dataset), "No params.json", "experiments/base_model")
+
+
+def test_image_size_the_network_cannot_take(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "dev"):
+        write_signs_split(tmp_path / "data20" / f"{split}_signs", 12, rng, size=(20, 20))
+    write_params(model_dir, tiny_params(image_size=20))
+
+    assert_user_error(train(model_dir, tmp_path / "data20"), "image_size = 20", "multiple of 16")
+
+
+def test_image_size_differs_from_the_data(built_dataset, model_dir):
+    write_params(model_dir, tiny_params(image_size=32))
+    assert_user_error(train(model_dir, built_dataset), "is 16x16 pixels, but image_size = 32", "--size 32")
+
+
+def test_missing_data_dir(model_dir, tmp_path):
+    assert_user_error(train(model_dir, tmp_path / "no_data"), "train split is missing", "build_dataset.py")
+
+
+def test_empty_split(built_dataset, model_dir):
+    shutil.rmtree(built_dataset / "dev_signs")
+    (built_dataset / "dev_signs").mkdir()
+    assert_user_error(train(model_dir, built_dataset), "dev split is empty", str(built_dataset / "dev_signs"))
+
+
+def test_labels_outside_num_labels(built_dataset, model_dir):
+    shutil.copy(built_dataset / "train_signs" / "0_IMG_train0.jpg", built_dataset / "train_signs" / "7_IMG_x.jpg")
+    assert_user_error(train(model_dir, built_dataset), "labels [7] outside 0..5", "num_labels")
+
+
+def test_missing_restore_from(built_dataset, model_dir):
+    result = train(model_dir, built_dataset, "--restore_from", "no_such_weights")
+    assert_user_error(result, "--restore_from no_such_weights", "no such weights folder")
+
+
+def test_evaluate_before_training(built_dataset, model_dir):
+    result = run_script("evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    assert_user_error(result, "best_weights", "no such weights folder")
+
+
+def test_checkpoint_of_another_architecture(built_dataset, model_dir):
+    assert train(model_dir, built_dataset).returncode == 0
+    write_params(model_dir, tiny_params(num_channels=8, num_epochs=3))
+
+    result = train(model_dir, built_dataset, "--restore_from", "last_weights")
+
+    assert_user_error(
+        result, "do not fit the network", "layer 1 kernel is [3, 3, 3, 4] in the weights but [3, 3, 3, 8]"
+    )
+    evaluate = run_script("evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    assert evaluate.returncode == 0, "evaluate.py must use the hyperparameters the weights were trained with"

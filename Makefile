@@ -34,7 +34,7 @@ data: install ## Draw the demo data if data/SIGNS is missing, and build data/64x
 
 train: install ## Train MODEL_DIR, continuing from its last_weights if it has some
 	$(PYTHON) train.py --model_dir $(MODEL_DIR) \
-		$$([ -d $(MODEL_DIR)/last_weights ] && echo --restore_from $(MODEL_DIR)/last_weights)
+		$$(ls $(MODEL_DIR)/last_weights/ckpt-*.index >/dev/null 2>&1 && echo --restore_from $(MODEL_DIR)/last_weights)
 
 evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
 	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)

@@ -19,7 +19,7 @@ import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start
 from model.input_fn import check_split, input_fn, list_split
 from model.model_fn import model_fn
 from model.training import set_seed, train_and_evaluate
-from model.utils import RunRecord, UserError, load_params, run_main, set_logger
+from model.utils import RunRecord, UserError, checkpoints_in, load_params, run_main, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -52,7 +52,7 @@ RUN_OUTPUTS = [
 
 def check_not_overwriting(model_dir, restore_from, overwrite):
     """Refuses to train over earlier weights unless told to continue from or replace them."""
-    has_weights = any((model_dir / name).exists() for name in ("last_weights", "best_weights"))
+    has_weights = any(checkpoints_in(model_dir / name) for name in ("last_weights", "best_weights"))
     if has_weights and not restore_from and not overwrite:
         raise UserError(
             f"{model_dir} already holds weights from an earlier run. To continue it, add "

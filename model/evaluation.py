@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tqdm import tqdm
 
-from model.utils import UserError
+from model.utils import UserError, checkpoints_in
 
 
 def make_eval_step(spec):
@@ -61,10 +61,13 @@ def find_checkpoint(restore_from, model_dir):
     candidates = [Path(restore_from), Path(model_dir) / restore_from]
     for path in candidates:
         if path.is_dir():
-            prefix = tf.train.latest_checkpoint(str(path))
-            if prefix is None:
-                raise UserError(f"The folder {path} holds no checkpoint. Train first, or pick another folder.")
-            return prefix
+            for prefix in checkpoints_in(path):
+                try:
+                    tf.train.load_checkpoint(prefix)  # skip one left unreadable by a kill mid-save
+                    return prefix
+                except tf.errors.OpError:
+                    continue
+            raise UserError(f"The folder {path} holds no checkpoint. Train first, or pick another folder.")
         if Path(f"{path}.index").is_file():
             return str(path)
     raise UserError(

@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from model.utils import UserError, load_json
+from model.utils import UserError, checkpoints_in, load_json
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 
@@ -116,7 +116,7 @@ def is_finished(trial_dir, num_epochs):
 def train_command(trial_dir, data_dir, launcher):
     """The argument list that trains one trial, resuming it if it has weights already."""
     command = [*launcher, sys.executable, str(TRAIN_SCRIPT), "--model_dir", str(trial_dir), "--data_dir", str(data_dir)]
-    if (Path(trial_dir) / "last_weights").is_dir():
+    if checkpoints_in(Path(trial_dir) / "last_weights"):
         command += ["--restore_from", str(Path(trial_dir) / "last_weights")]
     return command
 

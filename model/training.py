@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams import api as hp
 from tqdm import tqdm
 
 from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches, restore_checkpoint
-from model.utils import TrainingDiverged, save_dict_to_json
+from model.utils import TrainingDiverged, checkpoints_in, save_dict_to_json
 
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch.
 MAX_MISCLASSIFIED_IMAGES = 6
@@ -118,10 +118,12 @@ def format_metrics(metrics):
 
 def saved_best_accuracy(best_weights_dir):
     """The dev accuracy recorded in a best_weights folder's checkpoint, or -1 if it has none."""
-    prefix = tf.train.latest_checkpoint(str(best_weights_dir))
-    if prefix is None:
-        return -1.0
-    return float(tf.train.load_variable(prefix, "best_accuracy/.ATTRIBUTES/VARIABLE_VALUE"))
+    for prefix in checkpoints_in(best_weights_dir):
+        try:
+            return float(tf.train.load_variable(prefix, "best_accuracy/.ATTRIBUTES/VARIABLE_VALUE"))
+        except tf.errors.OpError:
+            continue  # left unreadable by a kill in the middle of saving
+    return -1.0
 
 
 class StopRequest:

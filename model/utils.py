@@ -316,6 +316,20 @@ def label_from_filename(path):
     return int(prefix)
 
 
+def checkpoints_in(folder):
+    """The checkpoint prefixes in a weights folder, newest first.
+
+    Found from their index files, which TensorFlow writes last, rather than from the folder's
+    `checkpoint` state file: a run killed just after saving may not have updated that file.
+    """
+    numbered = []
+    for index in Path(folder).glob("ckpt-*.index"):
+        number = index.name.removeprefix("ckpt-").removesuffix(".index")
+        if number.isdecimal():
+            numbered.append((int(number), str(index.with_suffix(""))))
+    return [prefix for _, prefix in sorted(numbered, reverse=True)]
+
+
 def closest_key(key, valid_keys):
     """The valid key that looks most like `key` (for 'did you mean' hints), or None."""
     matches = difflib.get_close_matches(key, list(valid_keys), n=1)

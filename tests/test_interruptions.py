@@ -73,3 +73,22 @@ def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, 
     assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == NUM_EPOCHS
     assert_every_metrics_file_is_valid_json(model_dir)
     assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"
+
+
+def test_kill_between_checkpoint_files_and_state_file_loses_nothing(built_dataset, model_dir):
+    # A kill -9 can land after TensorFlow wrote ckpt-N but before it updated the `checkpoint`
+    # state file, and even in the middle of writing an index: simulate both exactly.
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+    (model_dir / "last_weights" / "checkpoint").unlink()
+    (model_dir / "last_weights" / "ckpt-3.index").write_bytes(b"truncated")
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=4)))
+
+    result = run_script(
+        "train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", "last_weights"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "ckpt-2: 2 epochs done" in result.stderr
+    assert "Epoch 3/4 - Train metrics" in result.stderr and "Epoch 4/4 - Train metrics" in result.stderr
+    assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == 4

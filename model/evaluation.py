@@ -112,10 +112,14 @@ def saved_model_variables(checkpoint_prefix):
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
 
     def child(node_id, name):
-        return next(c.node_id for c in graph.nodes[node_id].children if c.local_name == name)
+        """The id of the child called `name` of a node, or None (a checkpoint of something else)."""
+        if node_id is None:
+            return None
+        return next((c.node_id for c in graph.nodes[node_id].children if c.local_name == name), None)
 
+    operations = child(child(0, "model"), "_operations")
     variables = {}
-    for layer in graph.nodes[child(child(0, "model"), "_operations")].children:
+    for layer in graph.nodes[operations].children if operations is not None else []:
         for attribute in graph.nodes[layer.node_id].children:
             for value in graph.nodes[attribute.node_id].attributes:
                 if value.name == "VARIABLE_VALUE":

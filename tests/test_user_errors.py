@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import run_script, tiny_params, write_signs_split
 
 
@@ -114,3 +115,12 @@ def test_checkpoint_of_another_architecture(built_dataset, model_dir):
     )
     evaluate = run_script("evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset)
     assert evaluate.returncode == 0, "evaluate.py must use the hyperparameters the weights were trained with"
+
+
+def test_checkpoint_without_a_model(built_dataset, model_dir, tmp_path):
+    # Any TensorFlow checkpoint that is not a training checkpoint of this template.
+    tf.train.Checkpoint(step=tf.Variable(1)).write(str(tmp_path / "other" / "ckpt"))
+
+    result = train(model_dir, built_dataset, "--restore_from", tmp_path / "other" / "ckpt")
+
+    assert_user_error(result, "do not fit the network", "absent in the weights")

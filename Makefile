@@ -7,7 +7,7 @@ DEMO_IMAGES ?= 3000
 MODEL_DIR ?= experiments/base_model
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo data train evaluate test test-all lint tensorboard clean
+.PHONY: help install demo data train evaluate test test-all bench lint tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test: install ## Run the fast test suite
 
 test-all: install ## Run every test, slow ones included
 	$(PYTHON) -m pytest -m ""
+
+bench: install ## Measure the template's speed on this machine (benchmarks/benchmark.py)
+	$(PYTHON) benchmarks/benchmark.py --json benchmarks/last_run.json
 
 lint: install ## Check style with ruff
 	$(VENV)/bin/ruff check .

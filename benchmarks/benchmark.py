@@ -9,7 +9,9 @@ Measured so far:
      network, training.py's epoch loop) against Keras model.fit on in-memory NumPy arrays;
   2. input_fn alone against training, and training from files against in-memory tensors;
   3. the fraction of the machine's float32 matmul rate that the training step reaches;
-  4. evaluation throughput of evaluate.py's path.
+  4. evaluation throughput of evaluate.py's path;
+  5. build_dataset.py on large photos against a plain sequential Pillow loop;
+  7. start-up: seconds from `python train.py` to the end of its first training step.
 
 Example:
     python benchmarks/benchmark.py --json benchmark.json
@@ -25,7 +27,10 @@ import model.quiet_tensorflow  # noqa: E402, F401  (before TensorFlow: hides its
 # isort: split
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -33,6 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import build_dataset  # noqa: E402
 from model.evaluation import evaluate, make_eval_step  # noqa: E402
 from model.input_fn import _augment, input_fn, list_split  # noqa: E402
 from model.model_fn import model_fn  # noqa: E402
@@ -45,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--num_images", type=int, default=1024, help="Images in the generated dataset")
 parser.add_argument("--repeats", type=int, default=3, help="Timed epochs per figure (the median is shown)")
+parser.add_argument("--photos", type=int, default=200, help="3000x3000 photos for the build_dataset figure")
 parser.add_argument("--json", help="Also write the figures to this JSON file")
 
 # figure -> (target, True if the figure must be at least the target, False if at most)
@@ -52,6 +59,7 @@ TARGETS = {
     "train_ratio_vs_keras_fit": (1.0, True),
     "pipeline_ratio_vs_training": (3.0, True),
     "files_vs_memory_ratio": (0.95, True),
+    "build_dataset_speedup": (4.0, True),
 }
 
 
@@ -122,6 +130,63 @@ def training_flops_per_image(keras_model):
     return 3 * flops
 
 
+def timed(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def write_photos(folder, num_photos, size=3000):
+    """Large JPEGs that compress like photos: smooth shapes plus a little sensor noise."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(num_photos):
+        small = Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8))
+        photo = np.asarray(small.resize((size, size), Image.Resampling.BICUBIC), np.int16)
+        photo = np.clip(photo + rng.integers(-8, 8, photo.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(photo).save(folder / f"{i % 6}_IMG_{i}.jpg", quality=90)
+    return sorted(folder.iterdir())
+
+
+def build_dataset_speedup(folder, num_photos):
+    """build_dataset.py's resizing (JPEG draft mode, all cores) against the original's loop."""
+    photos = write_photos(folder / "photos", num_photos)
+    (folder / "plain").mkdir()
+
+    def plain_loop():  # what the original build_dataset.py did: full decode, one core
+        for path in photos:
+            Image.open(path).resize((64, 64), Image.Resampling.BILINEAR).save(folder / "plain" / path.name)
+
+    def template():
+        items = [(path, 0, path.stem) for path in photos]
+        build_dataset.build({"train": items}, folder / "built", 64, os.cpu_count())
+
+    return timed(plain_loop) / timed(template)
+
+
+def startup_seconds(folder, files):
+    """Seconds from launching `python train.py` to the end of its first training step."""
+    data_dir, model_dir = folder / "data", folder / "experiment"
+    for split in ("train", "dev"):
+        (data_dir / f"{split}_signs").mkdir(parents=True)
+        for path in files[:64]:
+            (data_dir / f"{split}_signs" / Path(path).name).symlink_to(path)
+    model_dir.mkdir()
+    params = json.loads((REPO / "experiments" / "base_model" / "params.json").read_text())
+    (model_dir / "params.json").write_text(json.dumps({**params, "num_epochs": 1}))
+    command = [sys.executable, str(REPO / "train.py"), "--model_dir", str(model_dir), "--data_dir", str(data_dir)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    output = ""
+    # tqdm redraws the bar once the first step is done: "Epoch 1/1:  50%|... | 1/2".
+    while not re.search(r"\|\s*[1-9]\d*/\d+", output) and process.poll() is None:
+        output += process.stderr.read(1)
+    seconds = time.perf_counter() - start
+    process.kill()
+    process.wait()
+    return seconds
+
+
 def main():
     args = parser.parse_args()
     params = Params(REPO / "experiments" / "base_model" / "params.json")
@@ -160,6 +225,10 @@ def main():
         eval_dataset = input_fn(False, files, labels, params)
         eval_s = median_seconds(lambda: evaluate(spec, eval_step, eval_dataset), args.repeats)
         figures["eval_images_per_s"] = n / eval_s
+
+        # 5. build_dataset.py on large photos, and 7. start-up time
+        figures["build_dataset_speedup"] = build_dataset_speedup(Path(tmp) / "build", args.photos)
+        figures["startup_seconds"] = startup_seconds(Path(tmp) / "startup", files)
 
     print_table(figures)
     if args.json:

@@ -40,7 +40,7 @@ from PIL import Image  # noqa: E402
 
 import build_dataset  # noqa: E402
 from model.evaluation import evaluate, make_eval_step  # noqa: E402
-from model.input_fn import _augment, input_fn, list_split  # noqa: E402
+from model.input_fn import augment, input_fn, list_split  # noqa: E402
 from model.model_fn import model_fn  # noqa: E402
 from model.synthetic_signs import generate_signs  # noqa: E402
 from model.training import StopRequest, make_train_step, train_one_epoch  # noqa: E402
@@ -103,7 +103,7 @@ def in_memory_dataset(params, images, labels):
     """The training pipeline of input_fn, but from decoded tensors instead of JPEG files."""
     dataset = tf.data.Dataset.from_tensor_slices((images, np.array(labels, np.int32)))
     dataset = dataset.shuffle(len(labels)).map(
-        lambda x, y: _augment(x, y, params.use_random_flip), num_parallel_calls=tf.data.AUTOTUNE
+        lambda x, y: augment(x, y, params.use_random_flip), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
 

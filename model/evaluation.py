@@ -51,6 +51,20 @@ def num_batches(dataset):
     return cardinality if cardinality >= 0 else None
 
 
+def latest_checkpoint(folder):
+    """The newest checkpoint in a weights folder that can be read, or None.
+
+    A run killed in the middle of saving can leave the newest one unreadable: skip it.
+    """
+    for prefix in checkpoints_in(folder):
+        try:
+            tf.train.load_checkpoint(prefix)
+            return prefix
+        except tf.errors.OpError:
+            continue
+    return None
+
+
 def find_checkpoint(restore_from, model_dir):
     """Resolves --restore_from to a checkpoint prefix.
 
@@ -61,13 +75,10 @@ def find_checkpoint(restore_from, model_dir):
     candidates = [Path(restore_from), Path(model_dir) / restore_from]
     for path in candidates:
         if path.is_dir():
-            for prefix in checkpoints_in(path):
-                try:
-                    tf.train.load_checkpoint(prefix)  # skip one left unreadable by a kill mid-save
-                    return prefix
-                except tf.errors.OpError:
-                    continue
-            raise UserError(f"The folder {path} holds no checkpoint. Train first, or pick another folder.")
+            prefix = latest_checkpoint(path)
+            if prefix is None:
+                raise UserError(f"The folder {path} holds no checkpoint. Train first, or pick another folder.")
+            return prefix
         if Path(f"{path}.index").is_file():
             return str(path)
     raise UserError(
@@ -79,14 +90,15 @@ def find_checkpoint(restore_from, model_dir):
 
 def restore_model(model, checkpoint_prefix):
     """Loads only the model's weights from a training checkpoint (not the optimizer)."""
-    status = restore_checkpoint(tf.train.Checkpoint(model=model), checkpoint_prefix, model)
+    status = restore_checkpoint(tf.train.Checkpoint(model=model), checkpoint_prefix)
     status.expect_partial()  # the optimizer and epoch counter in the file are not needed here
 
 
-def restore_checkpoint(checkpoint, checkpoint_prefix, model):
-    """Restores a tf.train.Checkpoint, after checking that it holds the same network as `model`."""
+def restore_checkpoint(checkpoint, checkpoint_prefix):
+    """Restores a tf.train.Checkpoint, after checking that the saved network is checkpoint.model's."""
     # Compare first: a failed restore would leave half-restored variables behind.
-    differences = compare_variables(saved_model_variables(checkpoint_prefix), current_model_variables(model))
+    saved, current = saved_model_variables(checkpoint_prefix), current_model_variables(checkpoint.model)
+    differences = compare_variables(saved, current)
     if differences:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise UserError(

@@ -53,7 +53,7 @@ def _load_image(filename, label, image_size):
     return image, label
 
 
-def _augment(image, label, use_random_flip):
+def augment(image, label, use_random_flip):
     """Random changes a photo of a hand could have had, applied to the training set only."""
     if use_random_flip:
         image = tf.image.random_flip_left_right(image)
@@ -80,7 +80,7 @@ def input_fn(is_training, filenames, labels, params):
         # A buffer as large as the dataset gives a uniform shuffle, new every epoch.
         dataset = dataset.shuffle(len(filenames), reshuffle_each_iteration=True)
         dataset = dataset.map(
-            lambda x, y: _augment(x, y, params.use_random_flip),
+            lambda x, y: augment(x, y, params.use_random_flip),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     dataset = dataset.batch(params.batch_size)

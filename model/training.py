@@ -11,8 +11,15 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tqdm import tqdm
 
-from model.evaluation import evaluate, find_checkpoint, make_eval_step, num_batches, restore_checkpoint
-from model.utils import TrainingDiverged, checkpoints_in, save_dict_to_json
+from model.evaluation import (
+    evaluate,
+    find_checkpoint,
+    latest_checkpoint,
+    make_eval_step,
+    num_batches,
+    restore_checkpoint,
+)
+from model.utils import TrainingDiverged, save_dict_to_json
 
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch.
 MAX_MISCLASSIFIED_IMAGES = 6
@@ -118,12 +125,10 @@ def format_metrics(metrics):
 
 def saved_best_accuracy(best_weights_dir):
     """The dev accuracy recorded in a best_weights folder's checkpoint, or -1 if it has none."""
-    for prefix in checkpoints_in(best_weights_dir):
-        try:
-            return float(tf.train.load_variable(prefix, "best_accuracy/.ATTRIBUTES/VARIABLE_VALUE"))
-        except tf.errors.OpError:
-            continue  # left unreadable by a kill in the middle of saving
-    return -1.0
+    prefix = latest_checkpoint(best_weights_dir)
+    if prefix is None:
+        return -1.0
+    return float(tf.train.load_variable(prefix, "best_accuracy/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 class StopRequest:
@@ -171,7 +176,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
         prefix = find_checkpoint(restore_from, model_dir)
         # Create the optimizer's slots first so that their saved values are restored now.
         spec.optimizer.build(spec.model.trainable_variables)
-        restore_checkpoint(checkpoint, prefix, spec.model)
+        restore_checkpoint(checkpoint, prefix)
         # Keras saves the learning rate with the optimizer; params.json must win on resume.
         spec.optimizer.learning_rate.assign(params.learning_rate)
         best_accuracy.assign(max(float(best_accuracy), saved_best_accuracy(model_dir / "best_weights")))

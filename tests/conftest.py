@@ -34,14 +34,18 @@ def write_signs_split(folder, num_images, rng, num_labels=6, start=0, size=(40, 
         write_image(folder / f"{label}_IMG_{start + i}.jpg", label, rng, size)
 
 
+def write_raw_signs(root, num_train=60, num_test=12):
+    """A raw dataset in the SIGNS layout at root/train_signs and root/test_signs (48x40 images)."""
+    rng = np.random.default_rng(0)
+    write_signs_split(root / "train_signs", num_train, rng)
+    write_signs_split(root / "test_signs", num_test, rng, start=1000)
+    return root
+
+
 @pytest.fixture
 def raw_signs(tmp_path):
     """A raw dataset in the SIGNS layout: 60 train and 12 test images of 48x40 pixels."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "SIGNS"
-    write_signs_split(root / "train_signs", 60, rng)
-    write_signs_split(root / "test_signs", 12, rng, start=1000)
-    return root
+    return write_raw_signs(tmp_path / "SIGNS")
 
 
 @pytest.fixture

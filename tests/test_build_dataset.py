@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import run_script, write_image, write_signs_split
+from conftest import run_script, write_image, write_raw_signs, write_signs_split
 from PIL import Image
 
 SPLITS = ("train", "dev", "test")
@@ -52,10 +52,7 @@ def write_class_folders(root, extensions, per_class, rng, prefix=""):
 def signs(tmp_path_factory):
     """One build of a SIGNS dataset (60 train, 12 test images), shared by the tests below."""
     root = tmp_path_factory.mktemp("signs")
-    rng = np.random.default_rng(0)
-    write_signs_split(root / "SIGNS/train_signs", 60, rng)
-    write_signs_split(root / "SIGNS/test_signs", 12, rng, start=1000)
-    result = build(root / "SIGNS", root / "out")
+    result = build(write_raw_signs(root / "SIGNS"), root / "out")
     assert result.returncode == 0, result.stderr
     return root / "SIGNS", root / "out"
 
@@ -202,9 +199,7 @@ ODD_IMAGES = ["2_IMG_exif.jpg", "3_IMG_cmyk.jpg", "4_IMG_rgba.jpg", "5_IMG_palet
 def odd(tmp_path_factory):
     """A SIGNS build whose test split holds the odd images: (finished process, output folder)."""
     root = tmp_path_factory.mktemp("odd")
-    rng = np.random.default_rng(0)
-    write_signs_split(root / "SIGNS/train_signs", 12, rng)
-    write_signs_split(root / "SIGNS/test_signs", 6, rng, start=1000)
+    write_raw_signs(root / "SIGNS", num_train=12, num_test=6)
     write_odd_images(root / "SIGNS/test_signs")
     return build(root / "SIGNS", root / "out"), root / "out"
 

@@ -4,7 +4,10 @@ Every folder below PARENT_DIR that holds a params.json is an experiment (a folde
 holds a search.json is the template of a search, not an experiment). Prints a markdown table
 of the experiments, best first by --metric: the experiment (its path relative to PARENT_DIR),
 the hyperparameters that differ between them, then the metrics of their best weights.
-Writes the same table to PARENT_DIR/results.md and PARENT_DIR/results.csv.
+Writes the same table to PARENT_DIR/results.md and PARENT_DIR/results.csv. Trials that a TPE
+search pruned are marked so and listed after the finished ones; each Optuna study found (an
+optuna_journal.log, or --storage) gets its best trial printed and, if plotly is installed, its
+optimisation history and hyperparameter importances saved as HTML next to it.
 
 Example:
     python synthesize_results.py --parent_dir experiments --split test
@@ -16,15 +19,14 @@ import io
 import logging
 from pathlib import Path
 
-from model.utils import UserError, load_json, run_main, write_text_atomic
+from model.search import JOURNAL_NAME
+from model.utils import LOWER_IS_BETTER, UserError, load_json, run_main, write_text_atomic
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--parent_dir", default="experiments", help="Folder to search for experiments")
 parser.add_argument("--metric", default="accuracy", help="Metric to sort by (loss sorts lowest first)")
 parser.add_argument("--split", default="eval", choices=["eval", "test"], help="Dev (eval) or test metrics")
-
-# Metrics where smaller is better; every other metric is sorted largest first.
-LOWER_IS_BETTER = {"loss"}
+parser.add_argument("--storage", help="Database URL of an Optuna study to show (journal files are found by themselves)")
 
 
 def read_json_or_warn(path):
@@ -37,7 +39,7 @@ def read_json_or_warn(path):
 
 
 def find_experiments(parent_dir, split):
-    """[(name, params, metrics or None)] for every experiment folder below parent_dir."""
+    """[(name, params, metrics or None, pruned)] for every experiment folder below parent_dir."""
     experiments = []
     for params_path in sorted(parent_dir.rglob("params.json")):
         folder = params_path.parent
@@ -51,7 +53,12 @@ def find_experiments(parent_dir, split):
         metrics_path = folder / f"metrics_{split}_best_weights.json"
         metrics = read_json_or_warn(metrics_path) if metrics_path.exists() else None
         name = folder.relative_to(parent_dir).as_posix() if folder != parent_dir else "."
-        experiments.append((name, params, metrics))
+        # A TPE search's trial.json says whether it stopped the trial early
+        trial = read_json_or_warn(folder / "trial.json") if (folder / "trial.json").exists() else None
+        pruned = trial is not None and trial.get("state") == "pruned"
+        if pruned:
+            name += f" (pruned after epoch {trial.get('pruned_at_epoch')})"
+        experiments.append((name, params, metrics, pruned))
     return experiments
 
 
@@ -62,20 +69,20 @@ def differing_keys(all_params):
 
 
 def make_rows(experiments, metric):
-    """Header and rows of the table: finished experiments best first, then unfinished ones."""
-    hyperparameters = differing_keys([params for _, params, _ in experiments])
+    """Header and rows of the table: finished experiments best first, then pruned, then unfinished."""
+    hyperparameters = differing_keys([params for _, params, _, _ in experiments])
     finished = [e for e in experiments if e[2] is not None]
-    metric_names = sorted({key for _, _, metrics in finished for key in metrics}) or [metric]
+    metric_names = sorted({key for _, _, metrics, _ in finished for key in metrics}) or [metric]
     if finished and metric not in metric_names:
         raise UserError(f"No metric '{metric}' in the results; --metric can be one of {', '.join(metric_names)}.")
 
-    def rank(experiment):  # best first; experiments that lack the metric go last
+    def rank(experiment):  # best first; pruned trials, and experiments that lack the metric, go last
         value = experiment[2].get(metric)
-        return (value is None, 0 if value is None else (value if metric in LOWER_IS_BETTER else -value))
+        return (experiment[3], value is None, 0 if value is None else (value if metric in LOWER_IS_BETTER else -value))
 
     header = ["experiment", *hyperparameters, *metric_names]
     rows = []
-    for name, params, metrics in sorted(finished, key=rank) + [e for e in experiments if e[2] is None]:
+    for name, params, metrics, _ in sorted(finished, key=rank) + [e for e in experiments if e[2] is None]:
         cells = [_format(metrics.get(m, "")) for m in metric_names] if metrics else ["unfinished"]
         cells += [""] * (len(metric_names) - len(cells))
         rows.append([name, *(params.get(k, "") for k in hyperparameters), *cells])
@@ -117,6 +124,15 @@ def main():
     write_text_atomic(to_csv(header, rows), parent_dir / "results.csv")
     print(table)
     print(f"Saved {parent_dir / 'results.md'} and {parent_dir / 'results.csv'}")
+
+    # TPE searches: each study's best trial, and its plots
+    if args.storage or any(parent_dir.rglob(JOURNAL_NAME)):
+        try:
+            from model import optuna_search  # optional: only where a TPE search ran
+        except UserError as error:
+            logging.warning(f"Not showing the Optuna studies: {error}")
+            return
+        optuna_search.summarize_studies(parent_dir, args.storage)
 
 
 if __name__ == "__main__":

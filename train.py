@@ -2,8 +2,9 @@
 
 Reads the hyperparameters from MODEL_DIR/params.json (with any --param KEY=VALUE changes)
 and writes everything the run produces into MODEL_DIR: params_used.json (the hyperparameters
-actually used), train.log, last_weights/, best_weights/, metrics_eval_*.json and TensorBoard
-summaries. The data is the output of build_dataset.py: DATA_DIR/{train,dev}_signs/{label}_*.jpg
+actually used), train.log, last_weights/, best_weights/, metrics_eval_*.json, history.jsonl
+(one line of metrics per epoch) and TensorBoard summaries. The data is the output of
+build_dataset.py: DATA_DIR/{train,dev}_signs/{label}_*.jpg
 
 Example:
     python train.py --model_dir experiments/base_model --data_dir data/64x64_SIGNS
@@ -48,6 +49,7 @@ RUN_OUTPUTS = [
     "eval_summaries",
     "metrics_eval_last_weights.json",
     "metrics_eval_best_weights.json",
+    "history.jsonl",
 ]
 
 

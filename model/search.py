@@ -16,9 +16,11 @@ import sys
 import threading
 from pathlib import Path
 
-from model.utils import UserError, checkpoints_in, load_json
+from model.utils import UserError, checkpoints_in, load_json, save_dict_to_json
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
+# Where a TPE search keeps its Optuna study unless --storage says otherwise
+JOURNAL_NAME = "optuna_journal.log"
 
 SEARCH_EXAMPLE = """For a grid, give a list of values per key:
     {"learning_rate": [1e-4, 1e-3, 1e-2], "batch_size": [32, 64]}
@@ -104,6 +106,19 @@ def trial_name(values):
     return re.sub(r"[^A-Za-z0-9._-]", "", name.replace(" ", ""))
 
 
+def prepare_trial(trial_dir, base_params, values):
+    """Writes the trial's full params.json, refusing to change the one of an earlier trial."""
+    params = {**base_params.dict, **values}
+    params_path = trial_dir / "params.json"
+    if params_path.exists() and load_json(params_path) != params:
+        raise UserError(
+            f"{params_path} exists with other hyperparameters than this search gives it. "
+            "Move that folder away, or restore the search.json and params.json that made it."
+        )
+    save_dict_to_json(params, params_path)
+    return params
+
+
 def is_finished(trial_dir, num_epochs):
     """Whether the trial trained all its epochs (its last metrics say so)."""
     metrics_path = Path(trial_dir) / "metrics_eval_last_weights.json"
@@ -135,8 +150,12 @@ def stop_trials():
         process.wait()
 
 
-def run_trial(command, trial_dir, threads):
-    """Runs one trial to the end; returns (exit status, last lines of its output)."""
+def run_trial(command, trial_dir, threads, watch=None):
+    """Runs one trial to the end; returns (exit status, last lines of its output).
+
+    `watch`, if given, is called about once a second while the trial runs; when it returns
+    True, the trial is asked to stop (SIGTERM: train.py stops cleanly between two steps).
+    """
     # Share the cores between concurrent trials instead of letting each one take them all.
     env = {
         **os.environ,
@@ -150,8 +169,19 @@ def run_trial(command, trial_dir, threads):
             return 130, ["not started: the search was interrupted"]
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
         RUNNING.add(process)
-        returncode = process.wait()
+        while (returncode := poll(process, timeout=1.0)) is None:
+            if watch is not None and watch():
+                process.terminate()
+                watch = None
         RUNNING.discard(process)
     # Progress bars redraw with '\r': split on it too, so the tail holds whole messages.
     lines = output_path.read_text(errors="replace").replace("\r", "\n").splitlines()
     return returncode, [line for line in lines if line.strip()][-6:]
+
+
+def poll(process, timeout):
+    """The process's exit status, or None if it is still running after `timeout` seconds."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None

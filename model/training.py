@@ -19,7 +19,7 @@ from model.evaluation import (
     num_batches,
     restore_checkpoint,
 )
-from model.utils import TrainingDiverged, UserError, save_dict_to_json
+from model.utils import TrainingDiverged, UserError, append_json_line, save_dict_to_json
 
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch.
 MAX_MISCLASSIFIED_IMAGES = 6
@@ -192,8 +192,9 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
     """Trains for params.num_epochs epochs in total, evaluating on dev after each one.
 
     Saves in model_dir: last_weights/ (the last 5 epochs), best_weights/ (best dev accuracy),
-    metrics_eval_{last,best}_weights.json, and train_summaries/ and eval_summaries/ for
-    TensorBoard. With restore_from, continues where that checkpoint stopped.
+    metrics_eval_{last,best}_weights.json, history.jsonl (each epoch's dev and train metrics),
+    and train_summaries/ and eval_summaries/ for TensorBoard. With restore_from, continues
+    where that checkpoint stopped.
     """
     model_dir = Path(model_dir)
     epoch = tf.Variable(0, dtype=tf.int64)  # the number of epochs completed
@@ -243,6 +244,9 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, rest
 
             epoch.assign(current)
             save_epoch(model_dir, dev_metrics, epoch, best_accuracy, last_manager, best_manager)
+            # One line per saved epoch, for whoever follows the run as it goes (a search's pruner)
+            train_metrics = {f"train_{name}": value for name, value in train_metrics.items()}
+            append_json_line({"epoch": current, **dev_metrics, **train_metrics}, model_dir / "history.jsonl")
             if stop.requested:
                 break
     train_writer.flush()

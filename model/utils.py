@@ -235,6 +235,10 @@ def load_trained_params(model_dir):
     return load_params(model_dir, filename=used.name if used.is_file() else "params.json")
 
 
+# Metrics where smaller is better: results list them lowest first, searches minimise them.
+LOWER_IS_BETTER = {"loss"}
+
+
 def load_json(json_path):
     """Reads a JSON object from a file; a missing or malformed file is a UserError."""
     json_path = Path(json_path)
@@ -276,6 +280,31 @@ def write_text_atomic(text, path):
     except BaseException:
         Path(tmp_path).unlink(missing_ok=True)
         raise
+
+
+def append_json_line(d, path):
+    """Appends a dict to a JSON-lines file as one line, written whole.
+
+    The line goes out in a single write to a file opened for appending, so a reader polling
+    the file sees whole lines; a line cut short by a crash has no newline and is ignored by
+    read_json_lines.
+    """
+    line = json.dumps(d, default=_to_builtin) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json_lines(path):
+    """The dicts in a JSON-lines file, leaving out a last line still being written; [] if no file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
 
 
 def _to_builtin(value):

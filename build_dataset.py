@@ -3,7 +3,7 @@
 Reads DATA_DIR in either of two layouts:
   (a) SIGNS:   DATA_DIR/train_signs/{label}_{name}.jpg and DATA_DIR/test_signs/{label}_{name}.jpg,
                where the label is the integer before the first '_' of the file name;
-  (b) classes: DATA_DIR/<class name>/*.jpg|jpeg|png|bmp, one folder per class (labels follow
+  (b) classes: DATA_DIR/<class name>/*.jpg|png|bmp|gif|webp|tif, one folder per class (labels follow
                the sorted class names), or the same under DATA_DIR/train/ and DATA_DIR/test/.
                Without a test folder, a seeded test split stratified by class is set aside.
 
@@ -28,12 +28,11 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+from model.images import IMAGE_EXTENSIONS, UNREADABLE, read_rgb
 from model.utils import UserError, label_from_filename, run_main, save_dict_to_json, set_logger, worker_pool
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp"}
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data_dir", default="data/SIGNS", help="Folder with the raw dataset")
@@ -128,26 +127,13 @@ def resize_and_save(task):
     """Resizes one image and saves it as JPEG; returns an error message, or None if it worked."""
     source, destination, size = task
     try:
-        with Image.open(source) as image:
-            # Draft mode lets the JPEG decoder skip detail we would throw away: a 4000x3000
-            # photo is decoded straight at 1/8 scale when only 64x64 is needed (~20x faster).
-            image.draft("RGB", (size, size))
-            image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways
-            image = to_rgb(image).resize((size, size), Image.Resampling.BILINEAR)
-            temporary = destination.with_suffix(".tmp")
-            image.save(temporary, format="JPEG", quality=95)
-            os.replace(temporary, destination)  # never leave a half-written image behind
+        image = read_rgb(source, size).resize((size, size), Image.Resampling.BILINEAR)
+        temporary = destination.with_suffix(".tmp")
+        image.save(temporary, format="JPEG", quality=95)
+        os.replace(temporary, destination)  # never leave a half-written image behind
         return None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except UNREADABLE as error:
         return f"{source}: {error}"
-
-
-def to_rgb(image):
-    """Any Pillow mode (L, P, RGBA, CMYK, ...) to RGB; transparent parts become white."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
-    return image.convert("RGB")
 
 
 def build(splits, output_dir, size, workers):

@@ -54,6 +54,17 @@ def evaluate(spec, eval_step, dataset, desc="Evaluating", max_misclassified=0):
     return metrics, dict(misclassified)
 
 
+def predict(model, dataset):
+    """Class probabilities for every image of a predict_input_fn dataset, and which were readable."""
+
+    @tf.function(reduce_retracing=True)  # the last batch is smaller: one more trace, not one per size
+    def probabilities(images):
+        return tf.nn.softmax(model(images, training=False))
+
+    batches = [(probabilities(images), readable) for images, readable in tqdm(dataset, desc="Predicting", leave=False)]
+    return np.concatenate([p for p, _ in batches]), np.concatenate([r for _, r in batches])
+
+
 def local_values(strategy, value):
     """The parts of a distributed batch held on this machine, joined into one NumPy array."""
     return np.concatenate([part.numpy() for part in strategy.experimental_local_results(value)])

@@ -11,9 +11,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from model.images import UNREADABLE, read_rgb
 from model.utils import UserError, label_from_filename
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
@@ -43,22 +45,44 @@ def list_split(data_dir, split):
 def _load_image(filename, label, image_size):
     """Reads a JPEG as uint8 pixels, resized only if it must be."""
     image_string = tf.io.read_file(filename)
+    return resize_image(decode_jpeg(image_string), image_size), label
+
+
+def decode_jpeg(image_string):
+    """JPEG bytes -> uint8 RGB pixels, the very pixels Pillow decodes (and so predict.py)."""
     # decode_jpeg rather than decode_image: decode_image can return a 4-D GIF tensor whose
     # shape is unknown, which breaks the static shapes resize and batching rely on.
-    image = tf.io.decode_jpeg(image_string, channels=3)
-    already_sized = tf.reduce_all(tf.shape(image)[:2] == [image_size, image_size])
-    image = tf.cond(
+    # INTEGER_ACCURATE: TensorFlow's default, faster method differs from Pillow's by up to 17
+    # grey levels, enough to change a few test predictions.
+    return tf.io.decode_jpeg(image_string, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def resize_image(images, image_size):
+    """uint8 RGB pixels, one image or a batch, of any size -> image_size x image_size, uint8."""
+    already_sized = tf.reduce_all(tf.shape(images)[-3:-1] == [image_size, image_size])
+    resized = tf.cond(
         already_sized,
-        lambda: image,
-        lambda: tf.saturate_cast(tf.round(tf.image.resize(image, [image_size, image_size])), tf.uint8),
+        lambda: images,
+        # Antialiased, so that shrinking a large photo averages its pixels as Pillow's resize
+        # in build_dataset.py does, instead of sampling a few of them.
+        lambda: tf.saturate_cast(tf.round(tf.image.resize(images, [image_size, image_size], antialias=True)), tf.uint8),
     )
-    image.set_shape([image_size, image_size, 3])
-    return image, label
+    resized.set_shape(images.shape[:-3] + [image_size, image_size, 3])
+    return resized
 
 
-def _to_float(image):
+def to_float(images):
     # Also scales uint8 [0, 255] into [0, 1].
-    return tf.image.convert_image_dtype(image, tf.float32)
+    return tf.image.convert_image_dtype(images, tf.float32)
+
+
+def preprocess(images, image_size):
+    """The model's input from uint8 RGB pixels of any size, one image or a batch.
+
+    The one preprocessing function: evaluation runs it in two halves (resize_image before its
+    cache, to_float after), and predict.py and the exported models call it whole.
+    """
+    return to_float(resize_image(images, image_size))
 
 
 def augment(image, label, use_random_flip):
@@ -114,20 +138,50 @@ def input_fn(is_training, filenames, labels, params, one_pass=False):
     # halved the training speed on 2 CPU cores (see benchmarks/benchmark.py).
     if is_training:
         dataset = dataset.map(
-            lambda x, y: augment(_to_float(x), y, params.use_random_flip),
+            lambda x, y: augment(to_float(x), y, params.use_random_flip),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
-        dataset = dataset.map(lambda x, y: (_to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda x, y: (to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(pipeline_options())
+
+
+def pipeline_options():
+    options = tf.data.Options()
     # tf.data's autotuner made the end of every epoch wait for its background thread, for
     # longer as epochs grow (4 s after a 6 s epoch). Without it, AUTOTUNE takes fixed
     # defaults, and the pipeline still runs 10x faster than training (benchmarks/benchmark.py).
-    options = tf.data.Options()
     options.autotune.enabled = False
     # In a cluster, every worker lists all the files and keeps its share of each batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
+    return options
+
+
+def predict_input_fn(filenames, params):
+    """Batches of (images, readable) from image files of any format, size, mode and orientation.
+
+    Pillow reads each file as build_dataset.py does (model/images.py), then `preprocess` makes
+    the model's input. An unreadable file gives a blank image and readable = False, so one bad
+    file among thousands does not stop the others.
+    """
+    size = params.image_size
+
+    def read(filename):
+        try:
+            return np.asarray(read_rgb(filename.decode(), size)), True
+        except UNREADABLE:
+            return np.zeros((size, size, 3), np.uint8), False
+
+    def load(filename):
+        image, readable = tf.numpy_function(read, [filename], [tf.uint8, tf.bool], stateful=False)
+        image.set_shape([None, None, 3])
+        readable.set_shape([])
+        return preprocess(image, size), readable
+
+    dataset = tf.data.Dataset.from_tensor_slices([str(name) for name in filenames])
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
 def check_labels(labels, num_labels, split):

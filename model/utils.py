@@ -235,6 +235,24 @@ def load_trained_params(model_dir):
     return load_params(model_dir, filename=used.name if used.is_file() else "params.json")
 
 
+def load_class_names(model_dir, data_dir, num_labels):
+    """The name of each label: from the dataset's classes.json (written by build_dataset.py),
+    else the label numbers. data_dir defaults to the one the run in model_dir trained on."""
+    if data_dir is None:
+        run_path = Path(model_dir) / "run.json"
+        data_dir = load_json(run_path).get("data", {}).get("data_dir") if run_path.is_file() else None
+    classes_path = Path(data_dir) / "classes.json" if data_dir else None
+    if classes_path is None or not classes_path.is_file():
+        return [str(label) for label in range(num_labels)]
+    names = load_json(classes_path)
+    if set(names) != {str(label) for label in range(num_labels)}:
+        raise UserError(
+            f"{classes_path} names the labels {', '.join(names)}, but the model has num_labels = {num_labels} "
+            f"(0 to {num_labels - 1}). Pass the --data_dir the model was trained on."
+        )
+    return [names[str(label)] for label in range(num_labels)]
+
+
 # Metrics where smaller is better: results list them lowest first, searches minimise them.
 LOWER_IS_BETTER = {"loss"}
 
@@ -272,6 +290,7 @@ def write_text_atomic(text, path):
     # Write next to the target, then rename: os.replace is atomic on the same file system.
     fd, tmp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0o600 would hide results from the rest of a team
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -1,0 +1,68 @@
+"""A trained model made self-contained: uint8 pixels or encoded image bytes in, class probabilities out.
+
+export.py writes these models; they preprocess with input_fn.preprocess, the function that
+evaluation and predict.py use, so they give predict.py's results wherever they are loaded.
+"""
+
+import tensorflow as tf
+
+import model.model_fn  # noqa: F401  (registers the network's BatchNormalization, to load a .keras file)
+from model.input_fn import decode_jpeg, preprocess, resize_image
+
+keras = tf.keras
+
+
+@keras.utils.register_keras_serializable(package="template")
+class Preprocess(keras.layers.Layer):
+    """input_fn.preprocess as a layer: uint8 RGB images of any size -> the network's input."""
+
+    def __init__(self, image_size, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+
+    def call(self, images):
+        return preprocess(images, self.image_size)
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size}
+
+
+def classifier(model, image_size):
+    """The network with its preprocessing and a softmax: uint8 [batch, height, width, 3] -> probabilities."""
+    pixels = keras.Input(shape=(None, None, 3), dtype="uint8", name="pixels")
+    logits = model(Preprocess(image_size)(pixels))
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    return keras.Model(pixels, probabilities, name="classifier")
+
+
+def export_saved_model(classifier, image_size, class_names, path):
+    """A SavedModel for TensorFlow Serving, with two signatures:
+
+    serving_default: image_bytes (encoded JPEG, PNG, GIF or BMP files, any size) -> probabilities, class
+    serve_pixels:    pixels (uint8 [batch, height, width, 3])                     -> probabilities, class
+    """
+    names = tf.constant(class_names)
+
+    def outputs(pixels):
+        probabilities = classifier(pixels)
+        return {"probabilities": probabilities, "class": tf.gather(names, tf.argmax(probabilities, axis=-1))}
+
+    def decode(image_bytes):  # images of different sizes are resized one by one, then batched
+        image = tf.cond(
+            tf.io.is_jpeg(image_bytes),
+            lambda: decode_jpeg(image_bytes),  # as in training, the pixels Pillow decodes
+            lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
+        )
+        return resize_image(image, image_size)
+
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda image_bytes: outputs(tf.map_fn(decode, image_bytes, fn_output_signature=tf.uint8)),
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+    )
+    archive.add_endpoint(
+        name="serve_pixels", fn=outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")]
+    )
+    archive.write_out(str(path), verbose=False)

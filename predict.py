@@ -1,0 +1,111 @@
+"""Predict the class of new images with a trained model.
+
+Takes image files and folders (searched recursively) of any format Pillow reads, any size,
+colour mode and EXIF orientation, and preprocesses them exactly as evaluation does. Restores
+MODEL_DIR/best_weights (or --restore_from) and the hyperparameters the model trained with, and
+prints each image's top-k classes with their probabilities. Class names come from the dataset's
+classes.json (written by build_dataset.py), else they are the label numbers. Files that cannot
+be read as images are reported and skipped. Every line also goes to MODEL_DIR/predict.log.
+
+Example:
+    python predict.py --model_dir experiments/base_model data/64x64_SIGNS/test_signs
+    python predict.py --model_dir experiments/base_model photo.jpg --top_k 3 --output predictions.csv
+"""
+
+import argparse
+import csv
+import io
+import logging
+from pathlib import Path
+
+import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
+from model.evaluation import find_checkpoint, predict, restore_model
+from model.images import IMAGE_EXTENSIONS
+from model.input_fn import predict_input_fn
+from model.model_fn import model_fn
+from model.utils import UserError, load_class_names, load_trained_params, run_main, set_logger, write_text_atomic
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("images", nargs="+", help="Image files, or folders of images")
+parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder of the trained model")
+parser.add_argument(
+    "--restore_from",
+    default="best_weights",
+    help="Weights to use: best_weights or last_weights in MODEL_DIR, or any weights folder or prefix",
+)
+parser.add_argument("--top_k", type=int, default=3, help="Number of most likely classes shown per image")
+parser.add_argument("--output", help="Also write the predictions to this CSV file")
+parser.add_argument("--data_dir", help="Dataset with the classes.json (default: the one the model trained on)")
+
+
+def list_images(paths):
+    """The image files named, and those in the folders named (recursively), in a stable order."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif path.is_file():
+            files.append(path)  # named explicitly: tried whatever its extension
+        else:
+            raise UserError(f"{path} does not exist. Give image files or folders of images.")
+    if not files:
+        raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}.")
+    return files
+
+
+def top_classes(probabilities, class_names, k):
+    """[(class name, probability)] of the k most likely classes, most likely first."""
+    best = probabilities.argsort()[::-1][:k]
+    return [(class_names[label], float(probabilities[label])) for label in best]
+
+
+def to_csv(predictions, k):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", *(f"{column}_{rank}" for rank in range(1, k + 1) for column in ("class", "probability"))])
+    for path, top in predictions:
+        writer.writerow([path, *(value for name, p in top for value in (name, f"{p:.6f}"))])
+    return buffer.getvalue()
+
+
+def main():
+    args = parser.parse_args()
+    model_dir = Path(args.model_dir)
+    if args.top_k < 1:
+        raise UserError("--top_k must be at least 1.")
+
+    # The hyperparameters the model was trained with, and the names of its classes
+    params = load_trained_params(model_dir)
+    set_logger(model_dir / "predict.log")
+    class_names = load_class_names(model_dir, args.data_dir, params.num_labels)
+    files = list_images(args.images)
+
+    # The network with its trained weights
+    model = model_fn(params).model
+    checkpoint_prefix = find_checkpoint(args.restore_from, model_dir)
+    restore_model(model, checkpoint_prefix)
+    logging.info(f"Predicting {len(files)} images with the weights in {checkpoint_prefix}")
+
+    # Read, preprocess and classify the images batch by batch
+    probabilities, readable = predict(model, predict_input_fn(files, params))
+
+    # Report each image's most likely classes; skip the files that are not images
+    k = min(args.top_k, params.num_labels)
+    predictions = []
+    for path, image_probabilities, ok in zip(files, probabilities, readable):
+        if not ok:
+            logging.warning(f"Skipped {path}: not an image that can be read")
+            continue
+        top = top_classes(image_probabilities, class_names, k)
+        predictions.append((path, top))
+        logging.info(f"{path}: " + ", ".join(f"{name} ({p:.1%})" for name, p in top))
+    logging.info(f"Predicted {len(predictions)} images; skipped {len(files) - len(predictions)} unreadable files")
+    if args.output:
+        write_text_atomic(to_csv(predictions, k), args.output)
+        logging.info(f"Saved {args.output}")
+    if not predictions:
+        raise UserError("None of the files could be read as an image.")
+
+
+if __name__ == "__main__":
+    run_main(main)

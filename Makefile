@@ -58,4 +58,4 @@ clean: ## Delete the demo data and every run's outputs (keeps params.json files)
 	rm -rf data
 	find experiments -mindepth 2 \( -name '*_weights' -o -name '*_summaries' -o -name export \) -prune -exec rm -rf {} +
 	find experiments -mindepth 2 \( -name '*.log' -o -name 'metrics_*.json' -o -name history.jsonl -o -name trial.json \
-		-o -name 'optuna_journal.log*' -o -name '*.html' \) -delete
+		-o -name 'optuna_journal.log*' -o -name '*.html' -o -name .lock \) -delete

@@ -70,6 +70,7 @@ def search_with_optuna(args, parent_dir, base_params, space, threads):
     study = optuna_search.open_study(
         parent_dir, args.storage, args.study_name or parent_dir.name, args.metric, args.pruner
     )
+    optuna_search.requeue_stale_trials(study)
     already = len(optuna_search.used_trials(study))
     logging.info(f"Study '{study.study_name}': {already} of {args.num_trials} trials run or running already")
     states = optuna_search.run_study(study, space, base_params, parent_dir, args, threads)

@@ -21,7 +21,7 @@ from model.distribute import make_strategy, output_folder
 from model.input_fn import check_split, input_fn, list_split
 from model.model_fn import model_fn
 from model.training import set_seed, train_and_evaluate
-from model.utils import RunRecord, UserError, checkpoints_in, load_params, run_main, set_logger
+from model.utils import RunRecord, UserError, checkpoints_in, load_params, run_main, set_logger, training_lock
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -101,8 +101,9 @@ def main():
     # Seed Python, NumPy and TensorFlow for reproducible experiments
     set_seed(params.seed, params.deterministic)
 
-    # In a cluster, only the chief writes into MODEL_DIR: the others write to a temporary folder
-    with output_folder(strategy, model_dir) as output_dir:
+    # In a cluster, only the chief writes into MODEL_DIR: the others write to a temporary folder.
+    # Only one run at a time trains in a folder.
+    with output_folder(strategy, model_dir) as output_dir, training_lock(output_dir):
         # Never train over the weights of an earlier run by accident
         check_not_overwriting(output_dir, args.restore_from, args.overwrite)
 

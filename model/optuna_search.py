@@ -94,16 +94,20 @@ def used_trials(study):
     ]
 
 
-def requeue(study, number):
-    """Fails a trial that did not finish and queues a copy of it, which resumes its folder."""
+def requeue(study, number, died):
+    """Fails a trial that did not finish and queues a copy of it, which resumes its folder.
+
+    A trial whose search process died is queued again at most MAX_RETRIES times (it may be
+    what kills it); one that was interrupted, always.
+    """
     try:
         study.tell(number, state=TrialState.FAIL)
     except (ValueError, RuntimeError):
         return  # it finished meanwhile, or another search process requeued it first
     trial = study.get_trials(deepcopy=False)[number]
-    retries = trial.user_attrs.get("retries", 0)
-    if retries < MAX_RETRIES:
-        attrs = {"requeued_from": number, "retries": retries + 1}
+    retries = trial.user_attrs.get("retries", 0) + died
+    if retries <= MAX_RETRIES:
+        attrs = {"requeued_from": number, "retries": retries}
         if "trial_dir" in trial.user_attrs:
             attrs["trial_dir"] = trial.user_attrs["trial_dir"]
         study.enqueue_trial(trial.params, user_attrs=attrs)
@@ -114,7 +118,7 @@ def requeue_stale_trials(study):
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if now - t.user_attrs.get("heartbeat", t.datetime_start.timestamp()) > STALE_SECONDS:
             logging.warning(f"Trial {t.number} has had no heartbeat for {STALE_SECONDS} s: queued again")
-            requeue(study, t.number)
+            requeue(study, t.number, died=True)
 
 
 def suggest(trial, key, values):
@@ -197,7 +201,7 @@ def run_and_tell(study, trial, values, trial_dir, base_params, args, threads):
         record |= {"state": "complete", "value": value}
         logging.info(f"Trial {trial.number} ({trial_dir.name}) finished: dev {args.metric} {value:.4f}")
     elif STOPPING.is_set():  # the search was interrupted: the trial resumes when it runs again
-        requeue(study, trial.number)
+        requeue(study, trial.number, died=False)
         return "interrupted"
     else:
         study.tell(trial, state=TrialState.FAIL)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -383,6 +384,27 @@ def label_from_filename(path):
             "for example '3_IMG_4821.jpg'. Rename the file or remove it from the folder."
         )
     return int(prefix)
+
+
+@contextmanager
+def training_lock(folder):
+    """Holds an exclusive lock on a run's folder: two runs training into one folder would
+    overwrite each other's checkpoints. The lock goes with the process, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"Another train.py is training in {folder} right now; two runs in one folder would overwrite "
+                "each other's weights. Wait for it to end or stop it, or use another --model_dir."
+            ) from None
+        yield
 
 
 def checkpoints_in(folder):

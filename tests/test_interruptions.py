@@ -92,3 +92,23 @@ def test_kill_between_checkpoint_files_and_state_file_loses_nothing(built_datase
     assert "ckpt-2: 2 epochs done" in result.stderr
     assert "Epoch 3/4 - Train metrics" in result.stderr and "Epoch 4/4 - Train metrics" in result.stderr
     assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == 4
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(built_dataset, model_dir):
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=50)))
+    first = start_training(model_dir, built_dataset)
+    try:
+        wait_for(model_dir / "last_weights" / "ckpt-1.index", first)
+
+        second = run_script(
+            "train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", "last_weights"
+        )
+
+        assert second.returncode == 2, second.stderr
+        assert "Another train.py is training in" in second.stderr and "Traceback" not in second.stderr
+        assert first.poll() is None, "the first run must go on"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    assert "Restored" not in (model_dir / "train.log").read_text(), "the second run must not have started"

@@ -1,0 +1,194 @@
+"""predict.py and export.py as a user runs them: predictions that agree with evaluate.py,
+images of any kind, unreadable files, class names, and exported models that give
+predict.py's results when loaded in a fresh process."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, run_script, tiny_params, write_image
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained 3 epochs on a tiny built dataset: (model_dir, data_dir)."""
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(3)
+    data_dir = root / "16x16_SIGNS"
+    for split, n in (("train", 96), ("dev", 24), ("test", 36)):
+        (data_dir / f"{split}_signs").mkdir(parents=True)
+        for i in range(n):
+            write_image(data_dir / f"{split}_signs" / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
+    model_dir = root / "experiment"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    return model_dir, data_dir
+
+
+def predict(model_dir, *args):
+    return run_script("predict.py", "--model_dir", model_dir, *args)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return {row["image"]: row for row in csv.DictReader(f)}
+
+
+def test_predictions_on_the_test_split_agree_with_evaluate(trained, tmp_path):
+    model_dir, data_dir = trained
+    evaluated = run_script("evaluate.py", "--model_dir", model_dir, "--data_dir", data_dir)
+    assert evaluated.returncode == 0, evaluated.stderr
+    accuracy = json.loads((model_dir / "metrics_test_best_weights.json").read_text())["accuracy"]
+
+    result = predict(model_dir, data_dir / "test_signs", "--output", tmp_path / "predictions.csv", "--top_k", "3")
+
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert len(rows) == 36
+    correct = [name.split("/")[-1].split("_")[0] == row["class_1"] for name, row in rows.items()]
+    assert np.mean(correct) == pytest.approx(accuracy, abs=1e-6)
+    for row in rows.values():  # the top 3, most likely first
+        probabilities = [float(row[f"probability_{rank}"]) for rank in (1, 2, 3)]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-5
+    assert "Predicted 36 images" in (model_dir / "predict.log").read_text()
+
+
+def test_images_of_any_kind_are_read_and_unreadable_ones_skipped(trained, tmp_path):
+    model_dir, _ = trained
+    rng = np.random.default_rng(0)
+    pixels = np.clip(np.array([200, 40, 40]) + rng.normal(0, 25, (30, 20, 3)), 0, 255).astype(np.uint8)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    Image.fromarray(pixels).save(folder / "upright.png")
+    # The same picture stored sideways with an EXIF tag saying so, as phones do
+    sideways = Image.fromarray(np.rot90(pixels, k=1))  # turned 90 degrees anticlockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to display
+    sideways.save(folder / "sideways.png", exif=exif)
+    Image.fromarray(pixels).convert("L").save(folder / "grey.jpg")
+    Image.fromarray(np.dstack([pixels, np.full((30, 20), 128, np.uint8)])).save(folder / "alpha.png")
+    Image.fromarray(np.repeat(np.repeat(pixels, 20, axis=0), 20, axis=1)).save(folder / "large.jpg")  # 600x400
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "notes.txt").write_text("not an image, and not an image's name")
+
+    result = predict(model_dir, folder, "--output", tmp_path / "p.csv", "--top_k", "2")
+
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(tmp_path / "p.csv")
+    assert sorted(name.split("/")[-1] for name in rows) == [
+        "alpha.png",
+        "grey.jpg",
+        "large.jpg",
+        "sideways.png",
+        "upright.png",
+    ]
+    assert f"Skipped {folder / 'broken.jpg'}: not an image" in result.stderr
+    assert "skipped 1 unreadable" in result.stderr
+    by_name = {name.split("/")[-1]: row for name, row in rows.items()}
+    # EXIF honoured: the sideways file is predicted exactly as the upright one
+    assert by_name["sideways.png"]["probability_1"] == by_name["upright.png"]["probability_1"]
+    assert by_name["sideways.png"]["class_1"] == by_name["upright.png"]["class_1"]
+
+
+def test_class_names_come_from_the_datasets_classes_json(trained, tmp_path):
+    model_dir, data_dir = trained
+    names = ["zero", "one", "two", "three", "four", "five"]
+    data_copy = tmp_path / "named"
+    shutil.copytree(data_dir / "test_signs", data_copy / "test_signs")
+    (data_copy / "classes.json").write_text(json.dumps(dict(enumerate(names))))
+
+    result = predict(model_dir, data_copy / "test_signs", "--data_dir", data_copy, "--output", tmp_path / "p.csv")
+
+    assert result.returncode == 0, result.stderr
+    assert {row["class_1"] for row in read_csv(tmp_path / "p.csv").values()} <= set(names)
+    # Without classes.json (the tiny dataset has none), the label numbers
+    result = predict(model_dir, data_dir / "test_signs", "--output", tmp_path / "q.csv")
+    assert {row["class_1"] for row in read_csv(tmp_path / "q.csv").values()} <= {"0", "1", "2", "3", "4", "5"}
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["does/not/exist.jpg"], "does/not/exist.jpg does not exist"),
+        (["--top_k", "0", "x.jpg"], "--top_k must be at least 1"),
+    ],
+)
+def test_predict_mistakes_are_clear_errors(trained, args, expected):
+    model_dir, _ = trained
+    result = predict(model_dir, *args)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_folder_with_only_unreadable_files_is_an_error(trained, tmp_path):
+    model_dir, _ = trained
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    result = predict(model_dir, tmp_path / "bad.jpg")
+    assert result.returncode == 2
+    assert "None of the files could be read" in result.stderr and "Traceback" not in result.stderr
+
+
+# Loads the exports in a process of its own, from a folder where the template cannot be
+# imported: the SavedModel must need no Python code. Prints {image: [class, probability]}.
+LOAD_EXPORTS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+export_dir, repo, images = sys.argv[1], sys.argv[2], sys.argv[3:]
+serving = tf.saved_model.load(export_dir + "/saved_model")
+from_bytes = serving.signatures["serving_default"](image_bytes=tf.constant([open(p, "rb").read() for p in images]))
+results = {"bytes": {p: [c.decode(), float(max(q))] for p, c, q in
+                     zip(images, from_bytes["class"].numpy(), from_bytes["probabilities"].numpy())}}
+from PIL import Image
+results["pixels"] = {}
+for p in images:
+    out = serving.signatures["serve_pixels"](pixels=tf.constant(np.asarray(Image.open(p).convert("RGB"))[None]))
+    results["pixels"][p] = [out["class"].numpy()[0].decode(), float(out["probabilities"].numpy().max())]
+sys.path.insert(0, repo)
+import model.serving  # the .keras file's layers are the template's
+keras_model = tf.keras.models.load_model(export_dir + "/model.keras")
+results["keras"] = {}
+for p in images:
+    q = keras_model.predict(np.asarray(Image.open(p).convert("RGB"))[None], verbose=0)[0]
+    results["keras"][p] = [str(int(q.argmax())), float(q.max())]
+print(json.dumps(results))
+"""
+
+
+def test_exported_models_give_predict_py_results_in_a_fresh_process(trained, tmp_path):
+    model_dir, data_dir = trained
+    images = sorted(str(p) for p in (data_dir / "test_signs").iterdir())[:12]
+    big = tmp_path / "big.png"  # not the model's size: the exports must resize as predict.py does
+    Image.open(images[0]).resize((50, 70), Image.Resampling.NEAREST).save(big)
+    images.append(str(big))
+    predicted = predict(model_dir, *images, "--output", tmp_path / "p.csv")
+    assert predicted.returncode == 0, predicted.stderr
+    expected = {
+        name: (row["class_1"], float(row["probability_1"])) for name, row in read_csv(tmp_path / "p.csv").items()
+    }
+
+    exported = run_script("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "export/classes.json").read_text()) == {str(i): str(i) for i in range(6)}
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_EXPORTS, str(tmp_path / "export"), str(REPO), *images],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert loaded.returncode == 0, loaded.stderr
+    results = json.loads(loaded.stdout.splitlines()[-1])
+    for export, predictions in results.items():
+        for image in images:
+            label, probability = predictions[image]
+            assert label == expected[image][0], (export, image)
+            assert probability == pytest.approx(expected[image][1], abs=1e-5), (export, image)

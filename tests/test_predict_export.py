@@ -107,10 +107,10 @@ def test_class_names_come_from_the_datasets_classes_json(trained, tmp_path):
     result = predict(model_dir, data_copy / "test_signs", "--data_dir", data_copy, "--output", tmp_path / "p.csv")
 
     assert result.returncode == 0, result.stderr
-    assert {row["class_1"] for row in read_csv(tmp_path / "p.csv").values()} <= set(names)
-    # Without classes.json (the tiny dataset has none), the label numbers
-    result = predict(model_dir, data_dir / "test_signs", "--output", tmp_path / "q.csv")
-    assert {row["class_1"] for row in read_csv(tmp_path / "q.csv").values()} <= {"0", "1", "2", "3", "4", "5"}
+    rows = read_csv(tmp_path / "p.csv").values()
+    assert {row["class_1"] for row in rows} <= set(names) and len({row["class_1"] for row in rows}) > 1
+    # (Without a classes.json, as in the tiny dataset, the names are the label numbers: the
+    # agreement with evaluate.py above compares them with the labels in the file names.)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from PIL import Image
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A model trained 3 epochs on a tiny built dataset: (model_dir, data_dir)."""
+    """A model trained 5 epochs on a tiny built dataset: (model_dir, data_dir)."""
     root = tmp_path_factory.mktemp("predict")
     rng = np.random.default_rng(3)
     data_dir = root / "16x16_SIGNS"
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
             write_image(data_dir / f"{split}_signs" / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
     model_dir = root / "experiment"
     model_dir.mkdir()
-    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=5, learning_rate=0.01)))
     result = run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
     assert result.returncode == 0, result.stderr
     return model_dir, data_dir

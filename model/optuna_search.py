@@ -70,8 +70,13 @@ def open_study(parent_dir, storage, study_name, metric, pruner):
             pruner=pruner,
             load_if_exists=True,
         )
-    except ImportError as error:  # a database URL whose driver is not installed
-        raise UserError(f"--storage needs a package that is missing: {error}") from None
+    except ImportError:  # a database URL whose driver is not installed
+        raise UserError(
+            f"--storage {storage}: the database's Python driver is missing. For PostgreSQL: "
+            "pip install psycopg2-binary; for MySQL: pip install pymysql."
+        ) from None
+    except Exception as error:  # a database that cannot be reached, a journal that cannot be written
+        raise UserError(f"Cannot open the study in {storage or parent_dir / JOURNAL_NAME}: {error}") from None
     study_metric = study.user_attrs.get("metric")
     if study_metric is None:
         study.set_user_attr("metric", metric)

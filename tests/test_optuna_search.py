@@ -336,6 +336,17 @@ def test_grid_over_a_distribution_is_a_clear_error(tmp_path):
     assert str(parent / "search.json") in result.stderr and "--sampler tpe" in result.stderr
 
 
+def test_a_storage_that_cannot_be_opened_is_a_clear_error(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "search", SAFE_LR)
+    url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
+
+    result = run_script("search_hyperparams.py", *tpe_args(parent, built_dataset, 1, "--storage", url))
+
+    assert result.returncode == 2
+    assert f"Cannot open the study in {url}" in result.stderr and "Traceback" not in result.stderr
+    assert not list(parent.glob("trial_*"))
+
+
 def test_another_metric_for_an_existing_study_is_a_clear_error(tmp_path, built_dataset):
     parent = make_search(tmp_path / "search", SAFE_LR)
     # The study as a search with the default --metric accuracy leaves it

@@ -190,7 +190,11 @@ class TrialWatcher:
 
 def run_and_tell(study, trial, values, trial_dir, base_params, args, threads):
     """Trains one trial and tells the study how it ended; returns its state."""
-    prepare_trial(trial_dir, base_params, values)
+    try:
+        prepare_trial(trial_dir, base_params, values)
+    except UserError:  # a folder in the way: the trial runs once the user has moved it
+        requeue(study, trial.number, died=False)
+        raise
     watcher = TrialWatcher(trial, trial_dir / "history.jsonl", args.metric)
     command = train_command(trial_dir, args.data_dir, shlex.split(args.launcher))
     returncode, tail = run_trial(command, trial_dir, threads, watch=watcher)
@@ -240,10 +244,11 @@ def run_study(study, space, base_params, parent_dir, args, threads):
         try:
             for future in as_completed(futures):
                 future.result()
-        except KeyboardInterrupt:
+        except BaseException as error:  # Ctrl-C, SIGTERM, or a trial folder in the way (UserError)
             # Start no new trial, stop the running ones; they are queued again in the study.
             stop_trials()
-            logging.info("Search interrupted: run the same command again to resume it")
+            if isinstance(error, KeyboardInterrupt):
+                logging.info("Search interrupted: run the same command again to resume it")
             raise
     progress.close()
     return states

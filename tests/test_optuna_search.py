@@ -336,6 +336,28 @@ def test_grid_over_a_distribution_is_a_clear_error(tmp_path):
     assert str(parent / "search.json") in result.stderr and "--sampler tpe" in result.stderr
 
 
+def test_a_folder_in_the_way_stops_the_search_and_its_trial_runs_once_moved(tmp_path, built_dataset):
+    parent = make_search(tmp_path / "blocked", SAFE_LR, num_epochs=1)
+    args = tpe_args(parent, built_dataset, 1)
+    # A folder left over from an earlier study, under the name the same seeded draw gives
+    assert run_script("search_hyperparams.py", *args).returncode == 0
+    (parent / "optuna_journal.log").unlink()
+    [name] = trial_folders(parent)
+    (parent / name / "params.json").write_text(json.dumps(tiny_params(learning_rate=0.5)))
+
+    blocked = run_script("search_hyperparams.py", *args)
+
+    assert blocked.returncode == 2 and "Traceback" not in blocked.stderr
+    assert f"{parent / name / 'params.json'} exists with other hyperparameters" in blocked.stderr
+    assert not [t for t in load_study(parent).trials if t.state == TrialState.RUNNING], "no trial left running"
+
+    (parent / name).rename(tmp_path / "moved_away")
+    rerun = run_script("search_hyperparams.py", *args)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert [t.user_attrs["trial_dir"] for t in load_study(parent).trials if t.state == TrialState.COMPLETE] == [name]
+
+
 def test_a_storage_that_cannot_be_opened_is_a_clear_error(tmp_path, built_dataset):
     parent = make_search(tmp_path / "search", SAFE_LR)
     url = f"sqlite:///{tmp_path}/no/such/folder/study.db"

@@ -21,6 +21,7 @@ import argparse
 import logging
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
@@ -80,7 +81,7 @@ def main():
     output_dir.mkdir(parents=True, exist_ok=True)
     save_dict_to_json(dict(enumerate(class_names)), output_dir / "classes.json")
     if "saved_model" in formats:
-        write = lambda path: export_saved_model(model, params.image_size, class_names, path)  # noqa: E731
+        write = partial(export_saved_model, model, params.image_size, class_names)
         replace_atomically(write, output_dir / "saved_model")
         logging.info(f"Saved {output_dir / 'saved_model'} (signatures: serving_default for image files, serve_pixels)")
     if "keras" in formats:

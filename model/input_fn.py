@@ -18,7 +18,8 @@ from PIL import Image
 from model.images import UNREADABLE, read_rgb
 from model.utils import UserError, label_from_filename
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg")
+# What build_dataset.py writes (predict.py reads any format: model/images.py).
+BUILT_IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 # Images shuffled together when reading a disk cache (with a memory cache: all of them).
 DISK_CACHE_SHUFFLE_BUFFER = 1000
 
@@ -35,7 +36,7 @@ def list_split(data_dir, split):
             f"The {split} split is missing: no folder {split_dir}. "
             "Run build_dataset.py first, or pass --data_dir pointing at its output."
         )
-    filenames = sorted(str(path) for path in split_dir.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+    filenames = sorted(str(path) for path in split_dir.iterdir() if path.suffix.lower() in BUILT_IMAGE_EXTENSIONS)
     if not filenames:
         raise UserError(f"The {split} split is empty: no .jpg images in {split_dir}.")
     labels = [label_from_filename(name) for name in filenames]

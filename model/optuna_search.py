@@ -62,9 +62,10 @@ def open_study(parent_dir, storage, study_name, metric, pruner):
     else:
         pruner = optuna.pruners.NopPruner()
     direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    storage = storage or parent_dir / JOURNAL_NAME
     try:
         study = optuna.create_study(
-            storage=open_storage(storage or parent_dir / JOURNAL_NAME),
+            storage=open_storage(storage),
             study_name=study_name,
             direction=direction,
             pruner=pruner,
@@ -76,7 +77,7 @@ def open_study(parent_dir, storage, study_name, metric, pruner):
             "pip install psycopg2-binary; for MySQL: pip install pymysql."
         ) from None
     except Exception as error:  # a database that cannot be reached, a journal that cannot be written
-        raise UserError(f"Cannot open the study in {storage or parent_dir / JOURNAL_NAME}: {error}") from None
+        raise UserError(f"Cannot open the study in {storage}: {error}") from None
     study_metric = study.user_attrs.get("metric")
     if study_metric is None:
         study.set_user_attr("metric", metric)
@@ -278,8 +279,9 @@ def summarize_studies(parent_dir, storage=None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for journal in journals:
         folder = parent_dir if storage else journal.parent
-        for name in optuna.get_all_study_names(open_storage(journal)):
-            study = optuna.load_study(study_name=name, storage=open_storage(journal))
+        opened = open_storage(journal)  # a journal is read once, whatever the number of studies in it
+        for name in optuna.get_all_study_names(opened):
+            study = optuna.load_study(study_name=name, storage=opened)
             print("\n".join(describe(study, folder)))
             save_plots(study, folder)
 

@@ -53,6 +53,13 @@ RUN_OUTPUTS = [
 ]
 
 
+def remove_stale_temporaries(model_dir):
+    """Deletes the temporary files that a run killed in the middle of writing an output left."""
+    for name in RUN_OUTPUTS:
+        for path in model_dir.glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)
+
+
 def check_not_overwriting(model_dir, restore_from, overwrite):
     """Refuses to train over earlier weights unless told to continue from or replace them."""
     has_weights = any(checkpoints_in(model_dir / name) for name in ("last_weights", "best_weights"))
@@ -106,6 +113,7 @@ def main():
     with output_folder(strategy, model_dir) as output_dir, training_lock(output_dir):
         # Never train over the weights of an earlier run by accident
         check_not_overwriting(output_dir, args.restore_from, args.overwrite)
+        remove_stale_temporaries(output_dir)
 
         # Log to the console and to MODEL_DIR/train.log
         set_logger(output_dir / "train.log")

@@ -264,7 +264,8 @@ def wait_for(condition, process, timeout, what):
 
 
 def test_interrupted_search_stops_its_trials_and_the_same_command_resumes_it(tmp_path, built_dataset):
-    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=3)
+    # Long epochs (48 steps): trial 2 is still training when the SIGTERM reaches it, however busy the machine.
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=3, batch_size=2)
     first, second = parent / "learning_rate_0.01", parent / "learning_rate_0.02"
     args = search_args(parent, built_dataset, "--jobs", "1")
 

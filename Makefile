@@ -33,8 +33,7 @@ data: install ## Draw the demo data if data/SIGNS is missing, and build data/64x
 	else echo "data/64x64_SIGNS exists: skipping the build (delete it to rebuild)"; fi
 
 train: install ## Train MODEL_DIR, continuing from its last_weights if it has some
-	$(PYTHON) train.py --model_dir $(MODEL_DIR) \
-		$$(ls $(MODEL_DIR)/last_weights/ckpt-*.index >/dev/null 2>&1 && echo --restore_from $(MODEL_DIR)/last_weights)
+	$(PYTHON) train.py --model_dir $(MODEL_DIR) --restore_from $(MODEL_DIR)/last_weights
 
 evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
 	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)
@@ -54,8 +53,6 @@ lint: install ## Check style with ruff
 tensorboard: install ## Start TensorBoard over all experiments
 	$(VENV)/bin/tensorboard --logdir experiments
 
-clean: ## Delete the demo data and every run's outputs (keeps params.json files)
+clean: ## Delete the demo data and every run's outputs (keeps params.json and search.json files)
 	rm -rf data
-	find experiments -mindepth 2 \( -name '*_weights' -o -name '*_summaries' -o -name export \) -prune -exec rm -rf {} +
-	find experiments -mindepth 2 \( -name '*.log' -o -name 'metrics_*.json' -o -name history.jsonl -o -name trial.json \
-		-o -name 'optuna_journal.log*' -o -name '*.html' -o -name .lock \) -delete
+	$(PYTHON_SYSTEM) -m model.run_folder experiments

@@ -4,15 +4,16 @@ Reads DATA_DIR in either of two layouts:
   (a) SIGNS:   DATA_DIR/train_signs/{label}_{name}.jpg and DATA_DIR/test_signs/{label}_{name}.jpg,
                where the label is the integer before the first '_' of the file name;
   (b) classes: DATA_DIR/<class name>/*.jpg|png|bmp|gif|webp|tif, one folder per class (labels follow
-               the sorted class names), or the same under DATA_DIR/train/ and DATA_DIR/test/.
-               Without a test folder, a seeded test split stratified by class is set aside.
+               the sorted class names), or the same under DATA_DIR/train/, and DATA_DIR/test/ and a
+               dev split as DATA_DIR/val/, valid/, validation/ or dev/ if the dataset has them.
+Without a given test split, a seeded test split stratified by class is set aside, and without a
+given dev split, a seeded 20% of the train images (stratified by class) becomes dev. Folders that
+are not used are named in a warning; so are the files that cannot be read as images.
 
-Writes OUTPUT_DIR/{train,dev,test}_signs/{label}_{name}.jpg, where dev is 20% of the original
-train set (seeded and stratified by class, so it is the same on every run), OUTPUT_DIR/classes.json
-(label -> class name) and OUTPUT_DIR/build_dataset.log.
-
-Resizing once here, rather than on every epoch, makes training much faster: decoding a
-3000x3000 phone photo takes longer than a training step on its 64x64 copy.
+Writes OUTPUT_DIR/{train,dev,test}/{label}_{name}.jpg, OUTPUT_DIR/classes.json (label -> class
+name) and OUTPUT_DIR/build_dataset.log. Resizing once here, rather than on every epoch, makes
+training much faster: decoding a 3000x3000 phone photo takes longer than a training step on its
+64x64 copy.
 
 Example:
     python build_dataset.py --data_dir data/SIGNS --output_dir data/64x64_SIGNS
@@ -31,13 +32,21 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from model.images import IMAGE_EXTENSIONS, UNREADABLE, read_rgb
-from model.utils import UserError, label_from_filename, run_main, save_dict_to_json, set_logger, worker_pool
+from model.dataset import SPLITS, label_from_filename, split_folder
+from model.errors import UserError, run_main
+from model.files import refuse_link, save_json
+from model.images import IMAGE_EXTENSIONS, UNREADABLE, read_rgb, worker_pool
+from model.logs import set_logger
+
+# Names a dataset gives its dev split, in the order they are looked for
+DEV_FOLDERS = ("val", "valid", "validation", "dev")
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data_dir", default="data/SIGNS", help="Folder with the raw dataset")
 parser.add_argument(
-    "--output_dir", default=None, help="Where to write the resized dataset (default data/{SIZE}x{SIZE}_SIGNS)"
+    "--output_dir",
+    default=None,
+    help="Where to write the resized dataset (default data/{SIZE}x{SIZE}_{DATA_DIR's name})",
 )
 parser.add_argument("--size", type=int, default=64, help="Side of the square output images, in pixels")
 parser.add_argument("--seed", type=int, default=230, help="Seed of the dev and test splits")
@@ -51,22 +60,64 @@ parser.add_argument(
 )
 
 
-def image_files(folder):
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+def image_files(folder, skipped):
+    """The image files of a folder, sorted; files that are not regular (a pipe, a device) go to `skipped`."""
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    skipped += [f"{p}: not a regular file" for p in paths if not p.is_file()]
+    return [p for p in paths if p.is_file()]
 
 
-def read_signs_split(folder):
-    """[(path, label)] of a SIGNS folder, and the output name of each: '3_IMG_1.jpg' -> 'IMG_1'."""
-    return [(path, label_from_filename(path), path.stem.split("_", 1)[1]) for path in image_files(folder)]
+def read_signs_split(folder, skipped):
+    """[(path, label, output name)] of a SIGNS folder: '3_IMG_1.jpg' -> (path, 3, 'IMG_1')."""
+    return [(path, label_from_filename(path), path.stem.split("_", 1)[1]) for path in image_files(folder, skipped)]
 
 
-def read_class_folders(root, class_names):
+def read_class_folders(root, class_names, skipped):
     """[(path, label, name)] from root/<class name>/*, label = index in the sorted class list."""
     items = []
     for label, class_name in enumerate(class_names):
         if (root / class_name).is_dir():
-            items += [(path, label, path.stem) for path in image_files(root / class_name)]
+            items += [(path, label, path.stem) for path in image_files(root / class_name, skipped)]
     return items
+
+
+def subfolders(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_dataset(data_dir, skipped):
+    """Finds the layout of data_dir: ({split: items, or None if not given}, class names, unused folders)."""
+    if not data_dir.is_dir():
+        raise UserError(f"The data folder {data_dir} does not exist. Pass --data_dir, or --synthetic N for demo data.")
+    folders = subfolders(data_dir)
+    if "train_signs" in folders:  # (a) SIGNS: the labels are in the file names
+        given = {split: f"{split}_signs" for split in SPLITS if f"{split}_signs" in folders}
+        splits = {split: read_signs_split(data_dir / folder, skipped) for split, folder in given.items()}
+        labels = {label for items in splits.values() for _, label, _ in items}
+        class_names = [str(label) for label in range(max(labels) + 1)] if labels else []
+    elif "train" in folders:  # (b) one folder per class, in a folder per split
+        dev = next((name for name in DEV_FOLDERS if name in folders), None)
+        given = {
+            split: folder for split, folder in (("train", "train"), ("dev", dev), ("test", "test")) if folder in folders
+        }
+        class_names = subfolders(data_dir / "train")
+        splits = {split: read_class_folders(data_dir / folder, class_names, skipped) for split, folder in given.items()}
+        for folder in given.values():
+            if set(subfolders(data_dir / folder)) - set(class_names):
+                extra = ", ".join(sorted(set(subfolders(data_dir / folder)) - set(class_names)))
+                logging.warning(
+                    f"Warning: not used: the class folder(s) {extra} of {data_dir / folder}, absent from train/"
+                )
+    else:  # (b) one folder per class
+        given, class_names = {}, folders
+        splits = {"train": read_class_folders(data_dir, class_names, skipped)}
+    if not splits.get("train"):
+        raise UserError(
+            f"No images found in {data_dir}. Expected either DATA_DIR/train_signs/{{label}}_{{name}}.jpg "
+            "(SIGNS layout) or one folder per class, DATA_DIR/<class name>/*.jpg (also .jpeg, .png, .bmp)."
+        )
+    unused = [folder for folder in folders if given and folder not in given.values()]
+    return {split: splits.get(split) for split in SPLITS}, class_names, unused
 
 
 def split_stratified(items, fraction, seed):
@@ -85,33 +136,6 @@ def split_stratified(items, fraction, seed):
     return kept, aside
 
 
-def read_dataset(data_dir, test_fraction, seed):
-    """Finds the layout of data_dir; returns ({'train': items, 'test': items}, class names)."""
-    if not data_dir.is_dir():
-        raise UserError(f"The data folder {data_dir} does not exist. Pass --data_dir, or --synthetic N for demo data.")
-    if (data_dir / "train_signs").is_dir():
-        splits = {"train": read_signs_split(data_dir / "train_signs")}
-        splits["test"] = read_signs_split(data_dir / "test_signs") if (data_dir / "test_signs").is_dir() else None
-        labels = sorted({label for items in splits.values() if items for _, label, _ in items})
-        class_names = [str(label) for label in range(max(labels) + 1)] if labels else []
-    else:
-        train_root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-        class_names = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        splits = {"train": read_class_folders(train_root, class_names)}
-        test_root = data_dir / "test"
-        splits["test"] = (
-            read_class_folders(test_root, class_names) if train_root != data_dir and test_root.is_dir() else None
-        )
-    if not splits["train"]:
-        raise UserError(
-            f"No images found in {data_dir}. Expected either DATA_DIR/train_signs/{{label}}_{{name}}.jpg "
-            "(SIGNS layout) or one folder per class, DATA_DIR/<class name>/*.jpg (also .jpeg, .png, .bmp)."
-        )
-    if splits["test"] is None:
-        splits["train"], splits["test"] = split_stratified(splits["train"], test_fraction, seed)
-    return splits, class_names
-
-
 def output_name(label, name, taken):
     """'{label}_{name}.jpg' with characters safe on every OS, made unique within `taken`."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
@@ -124,37 +148,39 @@ def output_name(label, name, taken):
 
 
 def resize_and_save(task):
-    """Resizes one image and saves it as JPEG; returns an error message, or None if it worked."""
+    """Resizes one image and saves it as JPEG; returns (error or None, warning or None)."""
     source, destination, size = task
     try:
-        image = read_rgb(source, size).resize((size, size), Image.Resampling.BILINEAR)
+        image, warning = read_rgb(source, size)
         temporary = destination.with_suffix(".tmp")
-        image.save(temporary, format="JPEG", quality=95)
+        image.resize((size, size), Image.Resampling.BILINEAR).save(temporary, format="JPEG", quality=95)
         os.replace(temporary, destination)  # never leave a half-written image behind
-        return None
+        return None, warning
     except UNREADABLE as error:
-        return f"{source}: {error}"
+        return f"{source}: {error}", None
 
 
 def build(splits, output_dir, size, workers):
-    """Writes every split's images resized into output_dir; returns the files it had to skip."""
+    """Writes every split's images resized into output_dir; returns the files skipped and the warnings."""
     tasks = []
     for split, items in splits.items():
-        split_dir = output_dir / f"{split}_signs"
-        shutil.rmtree(split_dir, ignore_errors=True)  # no stale images from an earlier build
-        split_dir.mkdir(parents=True)
+        for folder in (output_dir / split, output_dir / f"{split}_signs"):  # and an earlier version's name
+            refuse_link(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # no stale images from an earlier build
+        (output_dir / split).mkdir(parents=True)
         taken = set()
-        tasks += [(path, split_dir / output_name(label, name, taken), size) for path, label, name in items]
+        tasks += [(path, output_dir / split / output_name(label, name, taken), size) for path, label, name in items]
     with worker_pool(workers) as pool:
-        results = pool.imap(resize_and_save, tasks, chunksize=8)
-        errors = [error for error in tqdm(results, total=len(tasks), desc="Resizing", unit="img") if error]
-    return errors
+        results = list(
+            tqdm(pool.imap(resize_and_save, tasks, chunksize=8), total=len(tasks), desc="Resizing", unit="img")
+        )
+    return [error for error, _ in results if error], [warning for _, warning in results if warning]
 
 
 def main():
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
-    output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_SIGNS")
+    output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
     if output_dir.resolve().is_relative_to(data_dir.resolve()):
         raise UserError(
             f"--output_dir {output_dir} is inside --data_dir {data_dir}: it would be read as data. "
@@ -163,30 +189,41 @@ def main():
     for name in ("dev_fraction", "test_fraction"):
         if not 0 <= getattr(args, name) < 1:
             raise UserError(f"--{name} {getattr(args, name)} must be a fraction between 0 and 1, such as 0.2.")
+    output_dir.mkdir(parents=True, exist_ok=True)
     set_logger(output_dir / "build_dataset.log")
 
     # Draw the demo dataset first if asked, never over existing data
     if args.synthetic:
         if data_dir.exists() and any(data_dir.iterdir()):
             raise UserError(f"{data_dir} is not empty: remove it, or drop --synthetic to build from it.")
-        from model.synthetic_signs import generate_signs  # only needed for the demo
+        from demo.synthetic_signs import generate_signs  # only needed for the demo
 
         counts = generate_signs(data_dir, args.synthetic, seed=args.seed, workers=args.workers)
         logging.info(f"Drew {sum(counts.values())} demo images into {data_dir}")
 
-    # Find the images and split them: dev is carved out of train, stratified by class
-    splits, class_names = read_dataset(data_dir, args.test_fraction, args.seed)
-    splits["train"], splits["dev"] = split_stratified(splits["train"], args.dev_fraction, args.seed)
+    # Find the images and the splits the dataset gives; set aside the test and dev splits it lacks
+    skipped = []
+    splits, class_names, unused = read_dataset(data_dir, skipped)
+    if unused:
+        logging.warning(f"Warning: not used: the folder(s) {', '.join(unused)} of {data_dir}, which name no split")
+    if splits["test"] is None:
+        splits["train"], splits["test"] = split_stratified(splits["train"], args.test_fraction, args.seed)
+    if splits["dev"] is None:
+        splits["train"], splits["dev"] = split_stratified(splits["train"], args.dev_fraction, args.seed)
 
-    # Resize and save, skipping (and listing) files that cannot be read
-    errors = build(splits, output_dir, args.size, args.workers)
-    if errors:
-        logging.warning(f"Skipped {len(errors)} unreadable image(s):\n  " + "\n  ".join(errors))
-    save_dict_to_json(dict(enumerate(class_names)), output_dir / "classes.json")
+    # Resize and save, skipping (and listing) the files that cannot be read
+    errors, warnings = build(splits, output_dir, args.size, args.workers)
+    for warning in warnings:
+        logging.warning(f"Warning: {warning}")
+    if skipped + errors:
+        logging.warning(
+            f"Skipped {len(skipped + errors)} file(s) that are not readable images:\n  " + "\n  ".join(skipped + errors)
+        )
+    save_json(dict(enumerate(class_names)), output_dir / "classes.json")
 
     # Report what was written
-    for split in ("train", "dev", "test"):
-        counts = Counter(label_from_filename(path) for path in (output_dir / f"{split}_signs").glob("*.jpg"))
+    for split in SPLITS:
+        counts = Counter(label_from_filename(path) for path in split_folder(output_dir, split).glob("*.jpg"))
         per_class = ", ".join(f"{class_names[label]}: {counts[label]}" for label in sorted(counts))
         logging.info(f"{split}: {sum(counts.values())} images ({per_class})")
     logging.info(f"Done building the dataset in {output_dir}")

@@ -1,11 +1,13 @@
 """Evaluate a trained model on the test split.
 
-Restores MODEL_DIR/best_weights (or --restore_from), runs it over DATA_DIR/test_signs and
-writes MODEL_DIR/metrics_test_best_weights.json (named after the weights used) and
-MODEL_DIR/evaluate.log.
+Restores MODEL_DIR/best_weights (or --restore_from) with the hyperparameters it trained with,
+runs it over DATA_DIR/test (DATA_DIR: the data the model trained on, unless given) and writes
+MODEL_DIR/metrics_test_best_weights.json (named after the weights used) and MODEL_DIR/evaluate.log.
+For a model in a folder that is not writable, pass --output_dir.
 
 Example:
-    python evaluate.py --model_dir experiments/base_model --data_dir data/64x64_SIGNS
+    python evaluate.py --model_dir experiments/base_model
+    python evaluate.py --model_dir experiments/base_model --restore_from last_weights --split dev
 """
 
 import argparse
@@ -13,60 +15,62 @@ import logging
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.evaluation import evaluate, find_checkpoint, make_eval_step, restore_model
-from model.input_fn import check_split, input_fn, list_split
-from model.model_fn import model_fn
+from model.checkpoints import load_trained_model, number
+from model.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split
+from model.errors import NOT_WRITABLE, run_main
+from model.evaluation import Metrics, evaluate, make_eval_step
+from model.files import save_json
+from model.input_fn import input_fn
+from model.logs import set_logger
+from model.run_record import data_dir_of
 from model.training import format_metrics, set_seed
-from model.utils import load_trained_params, run_main, save_dict_to_json, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
-parser.add_argument("--data_dir", default="data/64x64_SIGNS", help="Folder with test_signs/")
+parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder of the trained model")
+parser.add_argument("--data_dir", help="Folder with test/ (default: the data the model trained on)")
 parser.add_argument(
     "--restore_from",
     default="best_weights",
     help="Weights to evaluate: best_weights or last_weights in MODEL_DIR, or any weights folder or prefix",
 )
-parser.add_argument("--split", default="test", help="Which split to evaluate on (test or dev)")
-
-
-def weights_name(checkpoint_prefix):
-    """'.../best_weights/ckpt-7' -> 'best_weights', the name used for the metrics file."""
-    return Path(checkpoint_prefix).parent.name
+parser.add_argument("--split", default="test", choices=SPLITS, help="Which split to evaluate on")
+parser.add_argument("--output_dir", help="Where to write the metrics and the log (default MODEL_DIR)")
 
 
 def main():
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
+    output_dir = Path(args.output_dir or model_dir)
 
-    # Load the hyperparameters the model was trained with (--param overrides included)
-    params = load_trained_params(model_dir)
+    # Log to the console and to evaluate.log (the console only if the folder is read-only)
+    set_logger(output_dir / "evaluate.log", required=bool(args.output_dir))
 
-    # Seed Python, NumPy and TensorFlow for reproducible experiments
+    # The network with its trained weights, and the hyperparameters it was trained with
+    params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
+    logging.info(f"Restored weights from {checkpoint_prefix}")
     set_seed(params.seed)
 
-    # Log to the console and to MODEL_DIR/evaluate.log
-    set_logger(model_dir / "evaluate.log")
-
     # Create the input data pipeline
-    logging.info("Creating the dataset...")
-    files, labels = list_split(args.data_dir, args.split)
+    data_dir = args.data_dir or data_dir_of(model_dir) or DEFAULT_DATA_DIR
+    files, labels = list_split(data_dir, args.split)
     check_split(files, labels, params, args.split)
     dataset = input_fn(False, files, labels, params, one_pass=True)
 
-    # Define the model and restore its weights
-    logging.info("Creating the model...")
-    spec = model_fn(params)
-    checkpoint_prefix = find_checkpoint(args.restore_from, model_dir)
-    restore_model(spec.model, checkpoint_prefix)
-    logging.info(f"Restored weights from {checkpoint_prefix}")
-
-    # Evaluate on the whole split and save the metrics
-    metrics, _ = evaluate(spec, make_eval_step(spec), dataset, desc=args.split.capitalize())
-    logging.info(f"- {args.split.capitalize()} metrics on {len(files)} images: {format_metrics(metrics)}")
-    metrics_path = model_dir / f"metrics_{args.split}_{weights_name(checkpoint_prefix)}.json"
-    save_dict_to_json(metrics, metrics_path)
-    logging.info(f"Saved {metrics_path}")
+    # Evaluate on the whole split and save the metrics, named after the weights
+    metrics = Metrics()
+    results, _ = evaluate(make_eval_step(network, metrics), metrics, dataset, desc=args.split.capitalize())
+    logging.info(
+        f"- {args.split.capitalize()} metrics on {len(files)} images from {data_dir}: {format_metrics(results)}"
+    )
+    name = Path(args.restore_from).name if number(args.restore_from) is None else Path(args.restore_from).parent.name
+    metrics_path = output_dir / f"metrics_{args.split}_{name}.json"
+    try:
+        save_json(results, metrics_path)
+        logging.info(f"Saved {metrics_path}")
+    except OSError as error:
+        if error.errno not in NOT_WRITABLE or args.output_dir:
+            raise
+        logging.warning(f"Warning: {output_dir} is not writable: metrics not saved (pass --output_dir to save them)")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,13 @@ from functools import partial
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.evaluation import find_checkpoint, restore_model
-from model.model_fn import model_fn
+from model.checkpoints import load_trained_model
+from model.dataset import load_class_names
+from model.errors import run_main
+from model.files import refuse_link, save_json
+from model.logs import set_logger
+from model.run_record import data_dir_of
 from model.serving import classifier, export_saved_model
-from model.utils import load_class_names, load_trained_params, run_main, save_dict_to_json, set_logger
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder of the trained model")
@@ -51,6 +54,7 @@ def replace_atomically(write, destination):
     """Calls write(path) on a temporary path next to `destination`, then moves it into place,
     so that an interrupted export never leaves half a model where a whole one was."""
     destination = Path(destination)
+    refuse_link(destination)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}.") as temporary:
         path = Path(temporary) / destination.name
         write(path)
@@ -65,21 +69,16 @@ def main():
     output_dir = Path(args.output_dir or model_dir / "export")
     formats = args.format or ["saved_model", "keras"]
 
-    # The hyperparameters the model was trained with, and the names of its classes
-    params = load_trained_params(model_dir)
-    set_logger(model_dir / "export.log")
-    class_names = load_class_names(model_dir, args.data_dir, params.num_labels)
-
     # The network with its trained weights, behind the preprocessing and a softmax
-    network = model_fn(params).model
-    checkpoint_prefix = find_checkpoint(args.restore_from, model_dir)
-    restore_model(network, checkpoint_prefix)
+    set_logger(model_dir / "export.log", required=False)
+    params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
+    class_names = load_class_names(args.data_dir or data_dir_of(model_dir), params.num_labels)
     model = classifier(network, params.image_size)
     logging.info(f"Exporting the weights in {checkpoint_prefix}")
 
     # Write each format
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_dict_to_json(dict(enumerate(class_names)), output_dir / "classes.json")
+    save_json(dict(enumerate(class_names)), output_dir / "classes.json")
     if "saved_model" in formats:
         write = partial(export_saved_model, model, params.image_size, class_names)
         replace_atomically(write, output_dir / "saved_model")

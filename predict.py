@@ -5,7 +5,8 @@ colour mode and EXIF orientation, and preprocesses them exactly as evaluation do
 MODEL_DIR/best_weights (or --restore_from) and the hyperparameters the model trained with, and
 prints each image's top-k classes with their probabilities. Class names come from the dataset's
 classes.json (written by build_dataset.py), else they are the label numbers. Files that cannot
-be read as images are reported and skipped. Every line also goes to MODEL_DIR/predict.log.
+be read as images are reported and skipped. Every line also goes to MODEL_DIR/predict.log (if
+that folder is writable).
 
 Example:
     python predict.py --model_dir experiments/base_model data/64x64_SIGNS/test_signs
@@ -19,11 +20,15 @@ import logging
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.evaluation import find_checkpoint, predict, restore_model
+from model.checkpoints import load_trained_model
+from model.dataset import load_class_names
+from model.errors import UserError, run_main
+from model.evaluation import predict
+from model.files import write_text_atomic
 from model.images import IMAGE_EXTENSIONS
 from model.input_fn import predict_input_fn
-from model.model_fn import model_fn
-from model.utils import UserError, load_class_names, load_trained_params, run_main, set_logger, write_text_atomic
+from model.logs import set_logger
+from model.run_record import data_dir_of
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("images", nargs="+", help="Image files, or folders of images")
@@ -46,6 +51,8 @@ def list_images(paths):
             files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         elif path.is_file():
             files.append(path)  # named explicitly: tried whatever its extension
+        elif path.exists():  # a pipe or a device would block the reader
+            raise UserError(f"{path} is not a regular file. Give image files or folders of images.")
         else:
             raise UserError(f"{path} does not exist. Give image files or folders of images.")
     if not files:
@@ -74,20 +81,15 @@ def main():
     if args.top_k < 1:
         raise UserError("--top_k must be at least 1.")
 
-    # The hyperparameters the model was trained with, and the names of its classes
-    params = load_trained_params(model_dir)
-    set_logger(model_dir / "predict.log")
-    class_names = load_class_names(model_dir, args.data_dir, params.num_labels)
+    # The network with its trained weights, and the hyperparameters it was trained with
+    set_logger(model_dir / "predict.log", required=False)
+    params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
+    class_names = load_class_names(args.data_dir or data_dir_of(model_dir), params.num_labels)
     files = list_images(args.images)
-
-    # The network with its trained weights
-    model = model_fn(params).model
-    checkpoint_prefix = find_checkpoint(args.restore_from, model_dir)
-    restore_model(model, checkpoint_prefix)
     logging.info(f"Predicting {len(files)} images with the weights in {checkpoint_prefix}")
 
     # Read, preprocess and classify the images batch by batch
-    probabilities, readable = predict(model, predict_input_fn(files, params))
+    probabilities, readable = predict(network, predict_input_fn(files, params))
 
     # Report each image's most likely classes; skip the files that are not images
     k = min(args.top_k, params.num_labels)

@@ -19,8 +19,10 @@ import io
 import logging
 from pathlib import Path
 
-from model.search import JOURNAL_NAME
-from model.utils import LOWER_IS_BETTER, UserError, load_json, run_main, write_text_atomic
+from model.errors import UserError, run_main
+from model.files import load_json, write_text_atomic
+from model.params import LOWER_IS_BETTER
+from model.run_folder import JOURNAL_NAME
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--parent_dir", default="experiments", help="Folder to search for experiments")
@@ -128,11 +130,11 @@ def main():
     # TPE searches: each study's best trial, and its plots
     if args.storage or any(parent_dir.rglob(JOURNAL_NAME)):
         try:
-            from model import optuna_search  # optional: only where a TPE search ran
+            from search import tpe  # optional: only where a TPE search ran
         except UserError as error:
             logging.warning(f"Not showing the Optuna studies: {error}")
             return
-        optuna_search.summarize_studies(parent_dir, args.storage)
+        tpe.summarize_studies(parent_dir, args.storage)
 
 
 if __name__ == "__main__":

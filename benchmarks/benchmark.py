@@ -45,12 +45,12 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import build_dataset  # noqa: E402
-from model.evaluation import evaluate, make_eval_step  # noqa: E402
-from model.input_fn import augment, input_fn, list_split  # noqa: E402
-from model.model_fn import model_fn  # noqa: E402
-from model.synthetic_signs import generate_signs  # noqa: E402
-from model.training import StopRequest, make_train_step, train_one_epoch  # noqa: E402
-from model.utils import Params  # noqa: E402
+from demo.synthetic_signs import generate_signs  # noqa: E402
+from model.dataset import list_split  # noqa: E402
+from model.evaluation import Metrics, evaluate, make_eval_step  # noqa: E402
+from model.input_fn import augment, input_fn  # noqa: E402
+from model.params import build_network, load_params  # noqa: E402
+from model.training import StopRequest, make_train_step, model_spec, train_one_epoch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,9 +103,9 @@ def make_dataset(folder, num_images):
 
 def template_training(params, dataset, summaries, **changes):
     """One epoch of training.py's loop (progress bar, summaries and all) on `dataset`."""
-    params = copy.copy(params)
+    params = copy.deepcopy(params)
     params.dict.update(changes)
-    spec = model_fn(params)
+    spec = model_spec(params, tf.distribute.get_strategy())
     train_step = make_train_step(spec)
     writer = tf.summary.create_file_writer(summaries)
     with StopRequest() as stop:
@@ -114,11 +114,11 @@ def template_training(params, dataset, summaries, **changes):
 
 def keras_fit(params, images, labels):
     """One epoch of plain Keras model.fit on the same network, data held in NumPy arrays."""
-    spec = model_fn(params)
+    network = build_network(params)
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # the batch's mean, as fit expects
-    spec.model.compile(optimizer=spec.optimizer, loss=loss, metrics=["accuracy"])
+    network.compile(optimizer=tf.keras.optimizers.Adam(params.learning_rate), loss=loss, metrics=["accuracy"])
     labels = np.array(labels)
-    return lambda: spec.model.fit(images, labels, batch_size=params.batch_size, epochs=1, verbose=0)
+    return lambda: network.fit(images, labels, batch_size=params.batch_size, epochs=1, verbose=0)
 
 
 def in_memory_dataset(params, images, labels, options):
@@ -126,7 +126,7 @@ def in_memory_dataset(params, images, labels, options):
     instead of JPEG files."""
     dataset = tf.data.Dataset.from_tensor_slices((images, np.array(labels, np.int32)))
     dataset = dataset.shuffle(len(labels)).map(
-        lambda x, y: augment(x, y, params.use_random_flip), num_parallel_calls=tf.data.AUTOTUNE
+        lambda x, y: augment(x, y, params), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
@@ -192,9 +192,9 @@ def experiment(folder, train_files, dev_files, **changes):
     the command line that trains it."""
     data_dir, model_dir = folder / "data", folder / "experiment"
     for split, files in (("train", train_files), ("dev", dev_files)):
-        (data_dir / f"{split}_signs").mkdir(parents=True)
+        (data_dir / split).mkdir(parents=True)
         for path in files:
-            (data_dir / f"{split}_signs" / Path(path).name).symlink_to(path)
+            (data_dir / split / Path(path).name).symlink_to(path)
     model_dir.mkdir()
     params = json.loads((REPO / "experiments" / "base_model" / "params.json").read_text())
     (model_dir / "params.json").write_text(json.dumps({**params, **changes}))
@@ -263,7 +263,7 @@ def startup_seconds(folder, files):
 
 def main():
     args = parser.parse_args()
-    params = Params(REPO / "experiments" / "base_model" / "params.json")
+    params = load_params(REPO / "experiments" / "base_model")
     tf.keras.utils.set_random_seed(params.seed)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,16 +294,16 @@ def main():
 
         # 3. The fraction of the machine's matmul rate that training reaches
         peak = matmul_flops_per_second()
-        flops = training_flops_per_image(model_fn(params).model)
+        flops = training_flops_per_image(build_network(params))
         figures["matmul_gflops"] = peak / 1e9
         figures["training_gflops_per_image"] = flops / 1e9
         figures["fraction_of_matmul_peak"] = figures["train_images_per_s"] * flops / peak
 
         # 4. Evaluation throughput of evaluate.py's path
-        spec = model_fn(params)
-        eval_step = make_eval_step(spec)
+        metrics = Metrics()
+        eval_step = make_eval_step(build_network(params), metrics)
         eval_dataset = input_fn(False, files, labels, params, one_pass=True)
-        eval_s = median_seconds(lambda: evaluate(spec, eval_step, eval_dataset), args.repeats)
+        eval_s = median_seconds(lambda: evaluate(eval_step, metrics, eval_dataset), args.repeats)
         figures["eval_images_per_s"] = n / eval_s
 
         # The accelerator knobs, on this machine (they are off by default on CPU)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from model.utils import UserError
+from model.errors import UserError
 
 
 def make_strategy(distribution):
@@ -26,18 +26,33 @@ def make_strategy(distribution):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if distribution == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError(
-                'distribution = "multi_worker" needs the TF_CONFIG environment variable, which names '
-                "every machine of the cluster and this one's role (see README, Scaling out)."
-            )
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except json.JSONDecodeError as e:
-            raise UserError(f"TF_CONFIG is not valid JSON: {e}. See README, Scaling out.") from None
+        check_tf_config(os.environ.get("TF_CONFIG"))
         # The cluster (addresses, this worker's index) is read from TF_CONFIG.
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()  # the default strategy: this one device
+
+
+def check_tf_config(text):
+    """Stops with a clear message unless TF_CONFIG names the cluster and this machine's place in it."""
+    if text is None:
+        raise UserError(
+            'distribution = "multi_worker" needs the TF_CONFIG environment variable, which names every '
+            "machine of the cluster and this one's role (see README, Scaling out)."
+        )
+    try:
+        config = json.loads(text)
+        role, index = config["task"]["type"], config["task"]["index"]
+        machines = config["cluster"][role]
+    except (ValueError, KeyError, TypeError) as error:
+        example = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
+        raise UserError(
+            f"TF_CONFIG cannot be used ({type(error).__name__}: {error}); it looks like {example}."
+        ) from None
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(machines):
+        raise UserError(
+            f"TF_CONFIG gives this machine the task index {json.dumps(index)}, but its cluster lists "
+            f"{len(machines)} {role}(s), numbered from 0. Set each machine's index (see README, Scaling out)."
+        )
 
 
 def is_chief(strategy):

@@ -7,46 +7,53 @@ next batch is prepared while the model trains on the current one.
 """
 
 import atexit
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from model.images import UNREADABLE, read_rgb
-from model.utils import UserError, label_from_filename
+from model.params import Hyperparameter, true_or_false
 
-# What build_dataset.py writes (predict.py reads any format: model/images.py).
-BUILT_IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 # Images shuffled together when reading a disk cache (with a memory cache: all of them).
 DISK_CACHE_SHUFFLE_BUFFER = 1000
 
 
-def list_split(data_dir, split):
-    """Lists the images of one split and their labels: `data_dir/{split}_signs/{label}_*.jpg`.
-
-    Used by both train.py and evaluate.py, so the two always read data the same way.
-    Files are sorted, so the order (and a seeded shuffle of it) is the same on every machine.
-    """
-    split_dir = Path(data_dir) / f"{split}_signs"
-    if not split_dir.is_dir():
-        raise UserError(
-            f"The {split} split is missing: no folder {split_dir}. "
-            "Run build_dataset.py first, or pass --data_dir pointing at its output."
-        )
-    filenames = sorted(str(path) for path in split_dir.iterdir() if path.suffix.lower() in BUILT_IMAGE_EXTENSIONS)
-    if not filenames:
-        raise UserError(f"The {split} split is empty: no .jpg images in {split_dir}.")
-    labels = [label_from_filename(name) for name in filenames]
-    return filenames, labels
+def flip(image, _):
+    return tf.image.random_flip_left_right(image)
 
 
-def _load_image(filename, label, image_size):
-    """Reads a JPEG as uint8 pixels, resized only if it must be."""
-    image_string = tf.io.read_file(filename)
-    return resize_image(decode_jpeg(image_string), image_size), label
+def brightness(image, max_delta):
+    return tf.image.random_brightness(image, max_delta)
+
+
+def saturation(image, strength):
+    return tf.image.random_saturation(image, 1 - strength, 1 + strength)
+
+
+def fraction(default, means):
+    return Hyperparameter(default, f"a number from 0 (off) to 1, such as {default}: {means}", lambda v: 0 <= v <= 1)
+
+
+# The random changes made to training images (never to evaluation ones), in this order. Each
+# has a hyperparameter of its own name: its strength, off at 0 or false. To add one, write a
+# function (image with values in [0, 1], strength) -> image, and add it here.
+AUGMENTATIONS = {
+    "use_random_flip": (flip, true_or_false(True, ": flip left-right at random")),
+    "random_brightness": (brightness, fraction(0.125, "the largest change of brightness")),
+    "random_saturation": (saturation, fraction(0.5, "saturation is multiplied by 1 - it to 1 + it")),
+}
+
+
+def augment(image, label, params):
+    """Random changes a photo could have had, each applied if its hyperparameter is not 0 or false."""
+    for key, (transform, _) in AUGMENTATIONS.items():
+        if params.dict[key]:
+            image = transform(image, params.dict[key])
+    return tf.clip_by_value(image, 0.0, 1.0), label  # brightness and saturation can leave [0, 1]
 
 
 def decode_jpeg(image_string):
@@ -86,17 +93,6 @@ def preprocess(images, image_size):
     return to_float(resize_image(images, image_size))
 
 
-def augment(image, label, use_random_flip):
-    """Random changes a photo of a hand could have had, applied to the training set only."""
-    if use_random_flip:
-        image = tf.image.random_flip_left_right(image)
-    image = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
-    image = tf.image.random_saturation(image, lower=0.5, upper=1.5)
-    # Brightness and saturation can push values out of [0, 1].
-    image = tf.clip_by_value(image, 0.0, 1.0)
-    return image, label
-
-
 def cache(dataset, where):
     """Keeps the decoded images after the first epoch: `where` is "memory", "none" or a folder."""
     if where == "memory":
@@ -117,16 +113,20 @@ def input_fn(is_training, filenames, labels, params, one_pass=False):
 
     Args:
         is_training: shuffle and augment (training) or keep the order (evaluation).
-        filenames: list of image paths, from `list_split`.
+        filenames: list of image paths, from `model.dataset.list_split`.
         labels: list of integer labels, one per file.
-        params: Params with image_size, batch_size, use_random_flip and cache.
+        params: Params with image_size, batch_size, cache and the augmentations' strengths.
         one_pass: the dataset is read only once (evaluate.py), so it is not cached.
     """
     dataset = tf.data.Dataset.from_tensor_slices((filenames, tf.constant(labels, tf.int32)))
     if is_training:
         # Shuffling file names is cheap, and without a cache it is all the shuffling needed.
         dataset = dataset.shuffle(len(filenames), reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda f, y: _load_image(f, y, params.image_size), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def load(filename, label):
+        return resize_image(decode_jpeg(tf.io.read_file(filename)), params.image_size), label
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     # The cache holds uint8 pixels, 4x smaller than the float32 the model takes.
     where = "none" if one_pass else params.cache
     dataset = cache(dataset, where)
@@ -138,14 +138,23 @@ def input_fn(is_training, filenames, labels, params, one_pass=False):
     # Pixels become floats in the same map as the augmentation: one more map of its own
     # halved the training speed on 2 CPU cores (see benchmarks/benchmark.py).
     if is_training:
-        dataset = dataset.map(
-            lambda x, y: augment(to_float(x), y, params.use_random_flip),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        dataset = dataset.map(lambda x, y: augment(to_float(x), y, params), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         dataset = dataset.map(lambda x, y: (to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(pipeline_options())
+
+
+def train_and_dev(splits, params):
+    """train.py's pipelines, from {"train": (filenames, labels), "dev": (filenames, labels)}."""
+    if params.overfit_batches:
+        # Debug mode: learn the same few batches by heart, and evaluate on them. A new model
+        # that cannot drive this loss near zero has a bug.
+        logging.info(f"Debug mode: overfitting {params.overfit_batches} train batch(es)")
+        batches = input_fn(False, *splits["train"], params, one_pass=True)
+        batches = batches.take(params.overfit_batches).cache()
+        return batches, batches
+    return input_fn(True, *splits["train"], params), input_fn(False, *splits["dev"], params)
 
 
 def pipeline_options():
@@ -170,9 +179,12 @@ def predict_input_fn(filenames, params):
 
     def read(filename):
         try:
-            return np.asarray(read_rgb(filename.decode(), size)), True
+            image, warning = read_rgb(filename.decode(), size)
         except UNREADABLE:
             return np.zeros((size, size, 3), np.uint8), False
+        if warning:
+            logging.warning(f"Warning: {warning}")
+        return np.asarray(image), True
 
     def load(filename):
         image, readable = tf.numpy_function(read, [filename], [tf.uint8, tf.bool], stateful=False)
@@ -183,38 +195,3 @@ def predict_input_fn(filenames, params):
     dataset = tf.data.Dataset.from_tensor_slices([str(name) for name in filenames])
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
-
-
-def check_labels(labels, num_labels, split):
-    """Stops with a clear message when the data's labels don't match params.num_labels."""
-    outside = sorted({label for label in labels if not 0 <= label < num_labels})
-    if outside:
-        raise UserError(
-            f"The {split} split has labels {outside} outside 0..{num_labels - 1}, the range "
-            f"num_labels = {num_labels} in params.json allows. Set num_labels to the number of classes."
-        )
-    found = len(set(labels))
-    if split == "train" and found != num_labels:
-        raise UserError(
-            f"The train split has {found} different labels but params.json says num_labels = "
-            f"{num_labels}. Set num_labels to {found}, or check the data."
-        )
-
-
-def check_image_size(filenames, image_size):
-    """Stops with a clear message when an image is not image_size x image_size pixels."""
-    for filename in filenames:
-        with Image.open(filename) as image:  # reads the file's header only
-            width, height = image.size
-        if (width, height) != (image_size, image_size):
-            raise UserError(
-                f"{filename} is {width}x{height} pixels, but image_size = {image_size} in params.json. "
-                f"Rebuild the data with `build_dataset.py --size {image_size}`, or set image_size to the "
-                "size the data was built with."
-            )
-
-
-def check_split(filenames, labels, params, split):
-    """The checks train.py and evaluate.py run on each split before using it."""
-    check_labels(labels, params.num_labels, split)
-    check_image_size(filenames, params.image_size)

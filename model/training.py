@@ -1,28 +1,37 @@
-"""The training loop: train one epoch, evaluate on dev, save checkpoints, summaries, metrics."""
+"""The training loop: train an epoch, evaluate on dev, save checkpoints, metrics and summaries."""
 
-import json
+import errno
 import logging
 import math
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hp
 from tqdm import tqdm
 
-from model.evaluation import (
-    evaluate,
-    find_checkpoint,
-    latest_checkpoint,
-    make_eval_step,
-    num_batches,
-    restore_checkpoint,
-)
-from model.utils import TrainingDiverged, UserError, append_json_line, save_dict_to_json
+from model import checkpoints, model_fn, summaries
+from model.errors import TrainingDiverged, UserError
+from model.evaluation import Metrics, evaluate, local_values, make_eval_step, num_batches
+from model.files import append_json_line, read_json_lines, save_json, write_json_lines
+from model.params import LOWER_IS_BETTER, build_network
 
+keras = tf.keras
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch.
 MAX_MISCLASSIFIED_IMAGES = 6
+
+
+@dataclass
+class ModelSpec:
+    """Everything the training loop needs to know about the model."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    train_metrics: Metrics
+    eval_metrics: Metrics
+    strategy: tf.distribute.Strategy  # where the variables live, and so where the steps run
+    jit_compile: bool = False  # compile the train and eval steps with XLA
 
 
 def set_seed(seed, deterministic=False):
@@ -31,9 +40,29 @@ def set_seed(seed, deterministic=False):
     With `deterministic`, TensorFlow also runs only deterministic kernels, so that a run
     repeats to the last digit (at no visible cost on CPU; deterministic GPU kernels can be slower).
     """
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def model_spec(params, strategy):
+    """The network, optimizer and metrics of a training run, their variables placed by `strategy`."""
+    # Mixed precision computes in float16 and keeps the weights in float32: about 2x faster
+    # on recent GPUs, much slower on CPUs. The policy applies to the layers built after it.
+    keras.mixed_precision.set_global_policy("mixed_float16" if params.mixed_precision else "float32")
+    if params.mixed_precision and not tf.config.list_physical_devices("GPU"):
+        logging.warning("mixed_precision is on but there is no GPU: expect training to be several times slower")
+    with strategy.scope():
+        model = build_network(params)
+        optimizer = model_fn.optimizer(params)
+        if params.mixed_precision:
+            # Scales the loss up before the gradients are taken, so small float16 gradients
+            # don't round to zero; the train step calls optimizer.scale_loss for it.
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        # The optimizer's variables are created now, in the strategy's scope, rather than in the
+        # first step: so they are placed like the model's and a checkpoint can fill them.
+        optimizer.build(model.trainable_variables)
+        return ModelSpec(model, optimizer, Metrics(), Metrics(), strategy, params.jit_compile)
 
 
 def make_train_step(spec):
@@ -45,16 +74,15 @@ def make_train_step(spec):
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
             logits = spec.model(images, training=True)
-            losses = spec.loss_fn(labels, logits)
+            losses = model_fn.per_image_loss(labels, logits)
             # This replica's share of the global batch's mean loss: summed over the replicas,
             # the gradients are those of the mean over the whole batch.
             loss = tf.nn.compute_average_loss(losses)
-            # Unchanged unless mixed precision is on (see model_fn); apply_gradients unscales.
+            # Unchanged unless mixed precision is on (see model_spec); apply_gradients unscales.
             scaled_loss = spec.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, spec.model.trainable_variables)
         spec.optimizer.apply_gradients(zip(gradients, spec.model.trainable_variables))
-        spec.train_metrics["loss"].update_state(losses)
-        spec.train_metrics["accuracy"].update_state(labels, logits)
+        spec.train_metrics.update(labels, logits, losses)
         return loss
 
     if spec.jit_compile:
@@ -72,96 +100,24 @@ def make_train_step(spec):
 
 def train_one_epoch(spec, train_step, dataset, epoch, params, writer, stop):
     """Trains over the whole dataset once (or until a stop is requested), with a progress bar."""
-    for metric in spec.train_metrics.values():
-        metric.reset_state()
+    spec.train_metrics.reset()
     progress = tqdm(dataset, desc=f"Epoch {epoch}/{params.num_epochs}", total=num_batches(dataset))
     for batch, (images, labels) in enumerate(progress):
-        loss = train_step(images, labels)
+        loss = float(train_step(images, labels))
         step = int(spec.optimizer.iterations.numpy())
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step}. "
-                "Lower learning_rate in params.json (try 10x smaller). best_weights still holds the best epoch."
+                f"Training diverged: the loss became {loss} at epoch {epoch}, step {step}. Lower "
+                "learning_rate in params.json (try 10x smaller). best_weights still holds the best epoch."
             )
-        with writer.as_default(step=step):
-            if batch == 0:
-                first_replica_images = spec.strategy.experimental_local_results(images)[0]
-                tf.summary.image("input_images", first_replica_images, max_outputs=4)
-            if step % params.save_summary_steps == 0:
-                tf.summary.scalar("loss", loss)
-                tf.summary.scalar("accuracy", spec.train_metrics["accuracy"].result())
-        progress.set_postfix(loss=f"{float(spec.train_metrics['loss'].result()):.3f}", refresh=False)
+        if batch == 0:
+            summaries.write_images(writer, step, "input_images", local_values(spec.strategy, images)[:4])
+        if step % params.save_summary_steps == 0:
+            summaries.write_scalars(writer, step, {**spec.train_metrics.result(), "loss": loss})
+        progress.set_postfix(loss=f"{spec.train_metrics.loss.result():.3f}", refresh=False)
         if stop.requested:
             break
-    return {name: float(metric.result()) for name, metric in spec.train_metrics.items()}
-
-
-def write_eval_summaries(writer, step, metrics, misclassified):
-    """Dev metrics of one epoch, and the images the model got wrong by predicted class."""
-    with writer.as_default(step=step):
-        for name, value in metrics.items():
-            tf.summary.scalar(name, value)
-        for predicted, images in sorted(misclassified.items()):
-            tf.summary.image(f"misclassified/predicted_as_{predicted}", tf.stack(images), max_outputs=len(images))
-    writer.flush()
-
-
-def write_hparams(model_dir, params):
-    """Records the run's hyperparameters for TensorBoard's HParams dashboard.
-
-    The dashboard then lists this run with its train and eval scalars as metrics, so all the
-    runs of a search can be compared in one table and in parallel coordinates.
-    """
-    # HParams takes numbers, strings and booleans; anything else is shown as JSON text.
-    hparams = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in params.dict.items()}
-    with tf.summary.create_file_writer(str(model_dir)).as_default():
-        hp.hparams(hparams, trial_id=str(model_dir))
-
-
-def save_epoch(model_dir, dev_metrics, epoch, best_accuracy, last_manager, best_manager):
-    """Checkpoints the epoch into last_weights, and into best_weights if dev accuracy improved."""
-    metrics = {**dev_metrics, "epoch": int(epoch)}
-    # best_weights first: a run killed between the two saves resumes from the previous
-    # last_weights and still finds the best accuracy so far in best_weights.
-    if dev_metrics["accuracy"] > float(best_accuracy):
-        logging.info(f"- Found new best accuracy {dev_metrics['accuracy']:.3f}, saving best_weights")
-        best_accuracy.assign(dev_metrics["accuracy"])
-        best_manager.save(checkpoint_number=int(epoch))
-        save_dict_to_json(metrics, model_dir / "metrics_eval_best_weights.json")
-    last_manager.save(checkpoint_number=int(epoch))
-    save_dict_to_json(metrics, model_dir / "metrics_eval_last_weights.json")
-
-
-def log_metrics(split, epoch, params, metrics, seconds=None):
-    took = f" ({seconds:.2f} s)" if seconds is not None else ""
-    logging.info(f"Epoch {epoch}/{params.num_epochs} - {split} metrics: {format_metrics(metrics)}{took}")
-
-
-def format_metrics(metrics):
-    return " ; ".join(f"{name}: {value:05.3f}" for name, value in metrics.items())
-
-
-def saved_best_accuracy(best_weights_dir):
-    """The dev accuracy recorded in a best_weights folder's checkpoint, or -1 if it has none."""
-    prefix = latest_checkpoint(best_weights_dir)
-    if prefix is None:
-        return -1.0
-    return float(tf.train.load_variable(prefix, "best_accuracy/.ATTRIBUTES/VARIABLE_VALUE"))
-
-
-def check_same_precision(prefix, params):
-    """Stops with a clear message when a run would resume across a change of mixed_precision.
-
-    Mixed precision wraps the optimizer in a LossScaleOptimizer, whose saved state the plain
-    optimizer cannot take, and the other way round.
-    """
-    saved = any(name.startswith("optimizer/inner_optimizer/") for name, _ in tf.train.list_variables(prefix))
-    if saved != params.mixed_precision:
-        raise UserError(
-            f"The weights in {prefix} were trained with mixed_precision = {str(saved).lower()}, but "
-            f"this run has mixed_precision = {str(params.mixed_precision).lower()}. Resume with the "
-            "setting they were trained with, or start a new run without --restore_from."
-        )
+    return spec.train_metrics.result()
 
 
 class StopRequest:
@@ -188,68 +144,160 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def is_better(value, best, metric):
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def resume(checkpoint, model_dir, restore_from, params):
+    """Restores the checkpoint to continue from, and makes the run's files agree with it.
+
+    Returns the history (one record per epoch done) and the best weights' epoch. The epoch
+    records written before a kill that the checkpoint does not hold are dropped, to be redone.
+    """
+    last, best = model_dir / "last_weights", model_dir / "best_weights"
+    prefix = None
+    if restore_from:
+        source = checkpoints.find(restore_from, model_dir)
+        prefix = checkpoints.restore(checkpoint, source, check=lambda prefix: check_same_precision(prefix, params))
+        if prefix is None:
+            logging.info(f"{source[0]} holds no checkpoint yet: starting from freshly initialised weights")
+    epoch = int(checkpoint.epoch)
+    best_prefix = next((p for p in checkpoints.checkpoints_in(best) if checkpoints.is_readable(p)), None)
+    best_epoch = checkpoints.number(best_prefix) if best_prefix else None
+    checkpoints.prune(last, epoch, checkpoints.KEEP["last_weights"])
+    checkpoints.prune(best, best_epoch or 0, checkpoints.KEEP["best_weights"])
+    history = {record["epoch"]: record for record in read_json_lines(model_dir / "history.jsonl")}
+    history = [history[e] for e in sorted(history) if e <= epoch]
+    write_json_lines(history, model_dir / "history.jsonl")
+    by_epoch = {record["epoch"]: dev_metrics(record) for record in history}
+    for name, at in (("last_weights", epoch), ("best_weights", best_epoch)):
+        if at in by_epoch:
+            save_json(by_epoch[at], model_dir / f"metrics_eval_{name}.json")
+    if prefix:
+        logging.info(
+            f"Restored {prefix}: {epoch} epochs done, best dev {params.best_metric} so far at epoch {best_epoch}"
+        )
+    else:
+        logging.info("Starting from freshly initialised weights")
+    return by_epoch, best_epoch
+
+
+def dev_metrics(record):
+    """The dev metrics and epoch of a history record (without the train_ ones)."""
+    return {key: value for key, value in record.items() if not key.startswith("train_")}
+
+
+def check_same_precision(prefix, params):
+    """Stops with a clear message when a run would resume across a change of mixed_precision.
+
+    Mixed precision wraps the optimizer in a LossScaleOptimizer, whose saved state the plain
+    optimizer cannot take, and the other way round.
+    """
+    saved = any(name.startswith("optimizer/inner_optimizer/") for name, _ in tf.train.list_variables(prefix))
+    if saved != params.mixed_precision:
+        raise UserError(
+            f"The weights in {prefix} were trained with mixed_precision = {str(saved).lower()}, but "
+            f"this run has mixed_precision = {str(params.mixed_precision).lower()}. Resume with the "
+            "setting they were trained with, or start a new run without --restore_from."
+        )
+
+
+def save_epoch(model_dir, record, managers, is_best):
+    """Saves an epoch: its history record, then best_weights if it is the best, then last_weights.
+
+    In this order, a kill at any point leaves the newest checkpoint, in last_weights or
+    best_weights, and a history that resume() trims to it.
+    """
+    epoch, metrics = record["epoch"], dev_metrics(record)
+    try:
+        append_json_line(record, model_dir / "history.jsonl")
+        for name in ("best_weights", "last_weights") if is_best else ("last_weights",):
+            managers[name].save(checkpoint_number=epoch)
+            checkpoints.prune(model_dir / name, epoch, checkpoints.KEEP[name])
+            save_json(metrics, model_dir / f"metrics_eval_{name}.json")
+    except (OSError, tf.errors.ResourceExhaustedError) as error:
+        if getattr(error, "errno", errno.ENOSPC) not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"The disk holding {model_dir} is full: epoch {epoch} could not be saved. Epochs 1 to {epoch - 1} "
+            f"are safe. Free some space, then continue with --restore_from {model_dir / 'last_weights'}."
+        ) from None
+
+
 def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, restore_from=None):
     """Trains for params.num_epochs epochs in total, evaluating on dev after each one.
 
-    Saves in model_dir: last_weights/ (the last 5 epochs), best_weights/ (best dev accuracy),
-    metrics_eval_{last,best}_weights.json, history.jsonl (each epoch's dev and train metrics),
-    and train_summaries/ and eval_summaries/ for TensorBoard. With restore_from, continues
-    where that checkpoint stopped.
+    Saves in model_dir: last_weights/ (the last 5 epochs), best_weights/ (the best dev epoch by
+    params.best_metric), metrics_eval_{last,best}_weights.json, history.jsonl (each epoch's dev
+    and train metrics), and train_summaries/ and eval_summaries/ for TensorBoard. With
+    restore_from, continues where that checkpoint stopped.
     """
     model_dir = Path(model_dir)
-    epoch = tf.Variable(0, dtype=tf.int64)  # the number of epochs completed
-    best_accuracy = tf.Variable(-1.0)  # below any accuracy: the first epoch is the best so far
-    # The optimizer and counters are saved with the model so a resumed run continues exactly.
-    checkpoint = tf.train.Checkpoint(
-        model=spec.model, optimizer=spec.optimizer, epoch=epoch, best_accuracy=best_accuracy
-    )
-    last_manager = tf.train.CheckpointManager(checkpoint, model_dir / "last_weights", max_to_keep=5)
-    best_manager = tf.train.CheckpointManager(checkpoint, model_dir / "best_weights", max_to_keep=1)
-
-    if restore_from:
-        prefix = find_checkpoint(restore_from, model_dir)
-        check_same_precision(prefix, params)
-        restore_checkpoint(checkpoint, prefix)
+    # The optimizer and epoch counter are saved with the model, so a resumed run continues exactly.
+    checkpoint = tf.train.Checkpoint(model=spec.model, optimizer=spec.optimizer, epoch=tf.Variable(0, dtype=tf.int64))
+    history, best_epoch = resume(checkpoint, model_dir, restore_from, params)
+    if restore_from and not isinstance(spec.optimizer.learning_rate, tf.Tensor):
         # Keras saves the learning rate with the optimizer; params.json must win on resume.
         spec.optimizer.learning_rate.assign(params.learning_rate)
-        best_accuracy.assign(max(float(best_accuracy), saved_best_accuracy(model_dir / "best_weights")))
-        logging.info(f"Restored {prefix}: {int(epoch)} epochs done, best dev accuracy {float(best_accuracy):.3f}")
-    else:
-        logging.info("Starting from freshly initialised weights")
-
+    best = history.get(best_epoch, {}).get(params.best_metric)
+    managers = {
+        name: tf.train.CheckpointManager(checkpoint, model_dir / name, max_to_keep=keep)
+        for name, keep in checkpoints.KEEP.items()
+    }
     # Record the hyperparameters the weights in model_dir are now trained with.
     params.save(model_dir / "params_used.json")
-    write_hparams(model_dir, params)
+    summaries.write_hparams(model_dir, params)
     # Each global batch is split over the strategy's replicas (on one device: unchanged).
     train_dataset = spec.strategy.experimental_distribute_dataset(train_dataset)
     dev_dataset = spec.strategy.experimental_distribute_dataset(dev_dataset)
     train_writer = tf.summary.create_file_writer(str(model_dir / "train_summaries"))
     eval_writer = tf.summary.create_file_writer(str(model_dir / "eval_summaries"))
     train_step = make_train_step(spec)
-    eval_step = make_eval_step(spec)
+    eval_step = make_eval_step(spec.model, spec.eval_metrics, spec.strategy, spec.jit_compile)
 
-    if int(epoch) >= params.num_epochs:
+    if int(checkpoint.epoch) >= params.num_epochs:
         logging.info(f"All {params.num_epochs} epochs are done already: raise num_epochs to train more")
     with StopRequest() as stop:
-        for current in range(int(epoch) + 1, params.num_epochs + 1):
+        for epoch in range(int(checkpoint.epoch) + 1, params.num_epochs + 1):
             start = time.perf_counter()
-            train_metrics = train_one_epoch(spec, train_step, train_dataset, current, params, train_writer, stop)
+            train_metrics = train_one_epoch(spec, train_step, train_dataset, epoch, params, train_writer, stop)
             if stop.requested:
                 break  # an unfinished epoch is not saved: resuming redoes it
-            log_metrics("Train", current, params, train_metrics, time.perf_counter() - start)
+            log_metrics("Train", epoch, params, train_metrics, time.perf_counter() - start)
 
-            dev_metrics, misclassified = evaluate(spec, eval_step, dev_dataset, "Dev", MAX_MISCLASSIFIED_IMAGES)
-            log_metrics("Eval", current, params, dev_metrics)
-            write_eval_summaries(eval_writer, int(spec.optimizer.iterations.numpy()), dev_metrics, misclassified)
+            dev, misclassified = evaluate(
+                eval_step, spec.eval_metrics, dev_dataset, "Dev", MAX_MISCLASSIFIED_IMAGES, spec.strategy
+            )
+            log_metrics("Eval", epoch, params, dev)
+            step = int(spec.optimizer.iterations.numpy())
+            summaries.write_scalars(eval_writer, step, dev)
+            summaries.write_misclassified(eval_writer, step, misclassified)
 
-            epoch.assign(current)
-            save_epoch(model_dir, dev_metrics, epoch, best_accuracy, last_manager, best_manager)
-            # One line per saved epoch, for whoever follows the run as it goes (a search's pruner)
-            train_metrics = {f"train_{name}": value for name, value in train_metrics.items()}
-            append_json_line({"epoch": current, **dev_metrics, **train_metrics}, model_dir / "history.jsonl")
+            checkpoint.epoch.assign(epoch)
+            is_best = is_better(dev[params.best_metric], best, params.best_metric)
+            if is_best:
+                logging.info(
+                    f"- Found new best {params.best_metric} {dev[params.best_metric]:.3f}, saving best_weights"
+                )
+                best = dev[params.best_metric]
+            record = {"epoch": epoch, **dev, **{f"train_{name}": value for name, value in train_metrics.items()}}
+            save_epoch(model_dir, record, managers, is_best)
             if stop.requested:
                 break
     train_writer.flush()
     if stop.requested:
-        logging.info(f"Stopped after {int(epoch)} epochs. Continue with --restore_from {model_dir / 'last_weights'}")
+        logging.info(
+            f"Stopped after {int(checkpoint.epoch)} epochs. Continue with --restore_from {model_dir / 'last_weights'}"
+        )
         raise KeyboardInterrupt
+
+
+def log_metrics(split, epoch, params, metrics, seconds=None):
+    took = f" ({seconds:.2f} s)" if seconds is not None else ""
+    logging.info(f"Epoch {epoch}/{params.num_epochs} - {split} metrics: {format_metrics(metrics)}{took}")
+
+
+def format_metrics(metrics):
+    return " ; ".join(f"{name}: {value:05.3f}" for name, value in metrics.items())

@@ -50,11 +50,11 @@ def raw_signs(tmp_path):
 
 @pytest.fixture
 def built_dataset(tmp_path):
-    """A dataset as build_dataset.py writes it: {train,dev,test}_signs of 16x16 JPEGs."""
+    """A dataset as build_dataset.py writes it: {train,dev,test}/{label}_IMG_*.jpg, 16x16 JPEGs."""
     rng = np.random.default_rng(1)
     root = tmp_path / "16x16_SIGNS"
     for split, n in (("train", 96), ("dev", 24), ("test", 24)):
-        folder = root / f"{split}_signs"
+        folder = root / split
         folder.mkdir(parents=True)
         for i in range(n):
             label = i % 6

@@ -61,7 +61,7 @@ def test_signs_build_writes_three_splits_of_16x16_rgb_jpegs(signs):
     _, out = signs
 
     for split in SPLITS:
-        for path in (out / f"{split}_signs").iterdir():
+        for path in (out / split).iterdir():
             with Image.open(path) as image:
                 assert (image.format, image.size, image.mode) == ("JPEG", (16, 16), "RGB"), path
 
@@ -69,16 +69,16 @@ def test_signs_build_writes_three_splits_of_16x16_rgb_jpegs(signs):
 def test_signs_dev_is_a_fifth_of_train_in_each_class(signs):
     _, out = signs
 
-    assert label_counts(out / "train_signs") == {label: 8 for label in range(6)}
-    assert label_counts(out / "dev_signs") == {label: 2 for label in range(6)}
-    assert label_counts(out / "test_signs") == {label: 2 for label in range(6)}
+    assert label_counts(out / "train") == {label: 8 for label in range(6)}
+    assert label_counts(out / "dev") == {label: 2 for label in range(6)}
+    assert label_counts(out / "test") == {label: 2 for label in range(6)}
 
 
 def test_signs_files_keep_their_label_and_name(signs):
     raw, out = signs
 
-    assert sorted(names(out / "train_signs") + names(out / "dev_signs")) == names(raw / "train_signs")
-    assert names(out / "test_signs") == names(raw / "test_signs")
+    assert sorted(names(out / "train") + names(out / "dev")) == names(raw / "train_signs")
+    assert names(out / "test") == names(raw / "test_signs")
 
 
 def test_signs_classes_json_maps_each_label(signs):
@@ -103,7 +103,7 @@ def test_signs_build_is_reproducible(signs, tmp_path):
     assert build(raw, tmp_path / "again").returncode == 0
 
     for split in SPLITS:
-        assert names(tmp_path / "again" / f"{split}_signs") == names(out / f"{split}_signs")
+        assert names(tmp_path / "again" / split) == names(out / split)
 
 
 def test_another_seed_gives_another_dev_set_and_no_stale_files(signs, tmp_path):
@@ -113,9 +113,9 @@ def test_another_seed_gives_another_dev_set_and_no_stale_files(signs, tmp_path):
 
     assert build(raw, rebuilt, "--seed", 1).returncode == 0
 
-    assert names(rebuilt / "dev_signs") != names(out / "dev_signs")
-    assert label_counts(rebuilt / "dev_signs") == {label: 2 for label in range(6)}
-    assert len(names(rebuilt / "train_signs")) == 48  # the earlier build's train images are gone
+    assert names(rebuilt / "dev") != names(out / "dev")
+    assert label_counts(rebuilt / "dev") == {label: 2 for label in range(6)}
+    assert len(names(rebuilt / "train")) == 48  # the earlier build's train images are gone
 
 
 def test_signs_labels_with_two_digits(tmp_path):
@@ -129,8 +129,8 @@ def test_signs_labels_with_two_digits(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out/classes.json").read_text()) == {str(i): str(i) for i in range(12)}
-    assert label_counts(tmp_path / "out/train_signs") == {label: 4 for label in range(12)}
-    assert "11_IMG_11.jpg" in names(tmp_path / "out/test_signs")
+    assert label_counts(tmp_path / "out/train") == {label: 4 for label in range(12)}
+    assert "11_IMG_11.jpg" in names(tmp_path / "out/test")
 
 
 # One folder per class
@@ -146,10 +146,10 @@ def test_class_folders_get_labels_in_name_order_and_a_test_split(tmp_path):
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     assert json.loads((out / "classes.json").read_text()) == {"0": "cat", "1": "dog", "2": "zebra"}
-    assert label_counts(out / "test_signs") == {0: 2, 1: 2, 2: 2}  # 10% of 20
-    assert label_counts(out / "dev_signs") == {0: 4, 1: 4, 2: 4}  # 20% of the other 18
-    assert label_counts(out / "train_signs") == {0: 14, 1: 14, 2: 14}
-    written = {name for split in SPLITS for name in names(out / f"{split}_signs")}
+    assert label_counts(out / "test") == {0: 2, 1: 2, 2: 2}  # 10% of 20
+    assert label_counts(out / "dev") == {0: 4, 1: 4, 2: 4}  # 20% of the other 18
+    assert label_counts(out / "train") == {0: 14, 1: 14, 2: 14}
+    written = {name for split in SPLITS for name in names(out / split)}
     expected = {f"{label}_{name}_{i}.jpg" for label, name in enumerate(CLASS_FORMATS) for i in range(20)}
     assert written == expected
 
@@ -163,9 +163,9 @@ def test_class_folders_under_train_and_test_keep_the_given_test_set(tmp_path):
 
     assert result.returncode == 0, result.stderr
     expected_test = [f"{label}_{name}_test{i}.jpg" for label, name in enumerate(CLASS_FORMATS) for i in range(3)]
-    assert names(tmp_path / "out/test_signs") == sorted(expected_test)
-    assert label_counts(tmp_path / "out/dev_signs") == {0: 2, 1: 2, 2: 2}
-    assert label_counts(tmp_path / "out/train_signs") == {0: 8, 1: 8, 2: 8}
+    assert names(tmp_path / "out/test") == sorted(expected_test)
+    assert label_counts(tmp_path / "out/dev") == {0: 2, 1: 2, 2: 2}
+    assert label_counts(tmp_path / "out/train") == {0: 8, 1: 8, 2: 8}
 
 
 # Odd and broken images
@@ -212,29 +212,29 @@ def test_unreadable_files_are_skipped_with_a_warning(odd):
     for bad in ("0_IMG_bad.jpg", "1_IMG_empty.jpg"):
         assert bad in result.stderr
         assert bad in log
-        assert bad not in names(out / "test_signs")
+        assert bad not in names(out / "test")
     normal = [f"{i % 6}_IMG_{1000 + i}.jpg" for i in range(6)]
-    assert names(out / "test_signs") == sorted(normal + ODD_IMAGES)
-    assert len(names(out / "train_signs") + names(out / "dev_signs")) == 12
+    assert names(out / "test") == sorted(normal + ODD_IMAGES)
+    assert len(names(out / "train") + names(out / "dev")) == 12
 
 
 @pytest.mark.parametrize("name", ODD_IMAGES)
 def test_every_colour_mode_becomes_a_16x16_rgb_jpeg(odd, name):
     _, out = odd
 
-    with Image.open(out / "test_signs" / name) as image:
+    with Image.open(out / "test" / name) as image:
         assert (image.format, image.size, image.mode) == ("JPEG", (16, 16), "RGB")
 
 
 def test_exif_rotated_photo_comes_out_upright(odd):
-    image = pixels(odd[1] / "test_signs/2_IMG_exif.jpg")
+    image = pixels(odd[1] / "test/2_IMG_exif.jpg")
 
     assert_colour(image[:6], RED)
     assert_colour(image[10:], BLUE)
 
 
 def test_transparent_area_becomes_white(odd):
-    image = pixels(odd[1] / "test_signs/4_IMG_rgba.jpg")
+    image = pixels(odd[1] / "test/4_IMG_rgba.jpg")
 
     assert_colour(image[:, :6], BLUE)
     assert_colour(image[:, 10:], WHITE)
@@ -244,7 +244,7 @@ def test_transparent_area_becomes_white(odd):
     "name, colour", [("3_IMG_cmyk.jpg", RED), ("5_IMG_palette.jpg", RED), ("0_IMG_grey.jpg", (128, 128, 128))]
 )
 def test_colours_survive_the_conversion_to_rgb(odd, name, colour):
-    assert_colour(pixels(odd[1] / "test_signs" / name), colour)
+    assert_colour(pixels(odd[1] / "test" / name), colour)
 
 
 # Mistakes in the input

@@ -22,6 +22,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+NO_AUGMENTATION = {"use_random_flip": False, "random_brightness": 0, "random_saturation": 0}
+
+
 def train_command(model_dir, data_dir, *args, two_devices=False):
     launcher = ["-c", TWO_DEVICES] if two_devices else []
     command = [sys.executable, *launcher, str(REPO / "train.py"), "--model_dir", str(model_dir)]
@@ -46,10 +49,12 @@ def steps_done(model_dir):
 
 
 def test_mirrored_over_two_devices_trains_like_one_device(built_dataset, tmp_path):
-    # Without batch norm, which normalizes over each replica's share of the batch, the two
-    # runs compute the same updates, up to the order of float additions.
-    one = experiment(tmp_path, "one_device", use_batch_norm=False)
-    two = experiment(tmp_path, "two_devices", use_batch_norm=False, distribution="mirrored")
+    # Without batch norm, which normalizes over each replica's share of the batch, nor random
+    # augmentation, the two runs compute the same updates, up to the order of float additions.
+    # A learning rate at which the tiny network learns: at chance level, rounding flips guesses.
+    same = dict(use_batch_norm=False, learning_rate=0.01, deterministic=True, **NO_AUGMENTATION)
+    one = experiment(tmp_path, "one_device", **same)
+    two = experiment(tmp_path, "two_devices", distribution="mirrored", **same)
 
     single = train(one, built_dataset)
     mirrored = train(two, built_dataset, two_devices=True)
@@ -66,9 +71,9 @@ def test_mirrored_over_two_devices_trains_like_one_device(built_dataset, tmp_pat
     single_dev = json.loads((one / "metrics_eval_last_weights.json").read_text())
     mirrored_dev = json.loads((two / "metrics_eval_last_weights.json").read_text())
     assert mirrored_dev["loss"] == pytest.approx(single_dev["loss"], rel=0.01)
-    # Three epochs in, the logits of the classes are still close, so a rounding difference
-    # flips some of the 24 dev images: the accuracies agree only within that noise.
-    assert abs(mirrored_dev["accuracy"] - single_dev["accuracy"]) <= 6 / 24 + 1e-6
+    assert single_dev["accuracy"] >= 0.5
+    # A rounding difference can still flip an image whose two best classes are close
+    assert abs(mirrored_dev["accuracy"] - single_dev["accuracy"]) <= 2 / 24 + 1e-6
 
 
 @pytest.mark.slow

@@ -12,14 +12,15 @@ import pytest
 from conftest import REPO, tiny_params
 from PIL import Image
 
-from model.input_fn import check_labels, input_fn, list_split
-from model.utils import Params, UserError
+from model.dataset import check_labels, list_split
+from model.errors import UserError
+from model.input_fn import input_fn
+from model.params import load_params
 
 
 def make_params(folder, **overrides):
-    path = folder / "params.json"
-    path.write_text(json.dumps(tiny_params(**overrides)))
-    return Params(path)
+    (folder / "params.json").write_text(json.dumps(tiny_params(**overrides)))
+    return load_params(folder)
 
 
 def read_all(dataset):
@@ -39,22 +40,22 @@ def test_list_split_gives_sorted_files_and_their_labels(built_dataset):
 
     assert len(filenames) == 24
     assert filenames == sorted(filenames)
-    assert all(f"/dev_signs/{label}_IMG_dev" in name for name, label in zip(filenames, labels))
+    assert all(f"/dev/{label}_IMG_dev" in name for name, label in zip(filenames, labels))
     assert Counter(labels) == {label: 4 for label in range(6)}
 
 
 def test_list_split_on_a_missing_split_names_the_folder(built_dataset):
-    shutil.rmtree(built_dataset / "test_signs")
+    shutil.rmtree(built_dataset / "test")
 
-    with pytest.raises(UserError, match=re.escape(f"no folder {built_dataset / 'test_signs'}")):
+    with pytest.raises(UserError, match=re.escape(f"no folder {built_dataset / 'test'}")):
         list_split(built_dataset, "test")
 
 
 def test_list_split_on_an_empty_split_names_the_folder(built_dataset):
-    for path in (built_dataset / "dev_signs").iterdir():
+    for path in (built_dataset / "dev").iterdir():
         path.unlink()
 
-    with pytest.raises(UserError, match=re.escape(f"empty: no .jpg images in {built_dataset / 'dev_signs'}")):
+    with pytest.raises(UserError, match=re.escape(f"empty: no .jpg images in {built_dataset / 'dev'}")):
         list_split(built_dataset, "dev")
 
 
@@ -146,19 +147,21 @@ def test_training_augments_pixels(built_dataset, tmp_path):
 # check_labels
 
 
-def test_check_labels_rejects_labels_outside_num_labels():
-    with pytest.raises(UserError, match=r"labels \[6, 9\] outside 0..5"):
+def test_check_labels_rejects_labels_outside_num_labels_and_says_what_num_labels_fits():
+    with pytest.raises(UserError, match=r"labels \[6, 9\] outside 0..5.*Set num_labels to 10"):
         check_labels([0, 1, 6, 9, 2], num_labels=6, split="dev")
 
 
-def test_check_labels_rejects_a_train_split_missing_classes():
-    with pytest.raises(UserError, match="train split has 4 different labels .* num_labels = 6"):
-        check_labels([0, 1, 2, 3, 0, 1], num_labels=6, split="train")
+def test_check_labels_warns_of_classes_without_train_images_and_names_them():
+    # labels {0..5, 9}: num_labels 10 works, and names the classes the model cannot learn
+    [warning] = check_labels([0, 1, 2, 3, 4, 5, 9], num_labels=10, split="train")
+
+    assert "no images of label(s) [6, 7, 8]" in warning
 
 
 def test_check_labels_accepts_matching_labels_and_a_dev_split_missing_classes():
-    check_labels([0, 1, 2, 3, 4, 5], num_labels=6, split="train")
-    check_labels([0, 1, 2], num_labels=6, split="dev")
+    assert check_labels([0, 1, 2, 3, 4, 5], num_labels=6, split="train") == []
+    assert check_labels([0, 1, 2], num_labels=6, split="dev") == []
 
 
 # cache
@@ -232,11 +235,12 @@ def test_a_dataset_read_once_writes_no_cache(built_dataset, tmp_path):
 READ_WITH_CACHE = """
 import sys
 from pathlib import Path
-from model.input_fn import input_fn, list_split
-from model.utils import Params
+from model.dataset import list_split
+from model.input_fn import input_fn
+from model.params import load_params
 
 params_path, data_dir, cache_dir = sys.argv[1:]
-for batch in input_fn(True, *list_split(data_dir, "train"), Params(params_path)):
+for batch in input_fn(True, *list_split(data_dir, "train"), load_params(Path(params_path).parent)):
     pass
 print(sorted(path.name for path in Path(cache_dir).glob("*/*")))
 """

@@ -1,6 +1,7 @@
 """Interrupted training loses at most the epoch in progress, and resumes to the planned end."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import time
 
 import pytest
 from conftest import REPO, run_script, tiny_params
+
+from model.files import read_json_lines
 
 NUM_EPOCHS = 6
 
@@ -76,16 +79,23 @@ def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, 
     assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"
 
 
-def test_kill_between_checkpoint_files_and_state_file_loses_nothing(built_dataset, model_dir):
-    # A kill -9 can land after TensorFlow wrote ckpt-N but before it updated the `checkpoint`
-    # state file, and even in the middle of writing an index: simulate both exactly.
+def test_a_folder_damaged_by_kills_resumes_from_its_newest_readable_checkpoint(built_dataset, model_dir):
+    # What kills -9 leave: TensorFlow's `checkpoint` state file not updated, the newest index
+    # half written, a checkpoint's data cut short, a half-written *_temp folder, an orphaned
+    # older checkpoint, a JSON file's temporary file, and a history line ahead of the checkpoints.
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
     assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
-    (model_dir / "last_weights" / "checkpoint").unlink()
-    (model_dir / "last_weights" / "ckpt-3.index").write_bytes(b"truncated")
-    # A kill -9 in the middle of writing a JSON file leaves its temporary file; a user's own file stays.
+    last, best = model_dir / "last_weights", model_dir / "best_weights"
+    (last / "checkpoint").unlink()
+    (last / "ckpt-3.index").write_bytes(b"truncated")
+    for path in best.glob("ckpt-3.data-*"):  # if epoch 3 was the best, its copy in best_weights too
+        path.write_bytes(path.read_bytes()[:100])
+    (last / "ckpt-4_temp").mkdir()
+    (last / "ckpt-4_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate1").write_bytes(b"half")
+    for path in last.glob("ckpt-1.*"):
+        shutil.copy(path, best / path.name)
     (model_dir / ".metrics_eval_last_weights.json.x1y2z3.tmp").write_text('{"accura')
-    (model_dir / ".notes.tmp").write_text("mine")
+    (model_dir / ".notes.tmp").write_text("mine")  # the user's own file stays
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=4)))
 
     result = run_script(
@@ -93,10 +103,64 @@ def test_kill_between_checkpoint_files_and_state_file_loses_nothing(built_datase
     )
 
     assert result.returncode == 0, result.stderr
+    assert "ckpt-3 cannot be read" in result.stderr and "Traceback" not in result.stderr
     assert "ckpt-2: 2 epochs done" in result.stderr
     assert "Epoch 3/4 - Train metrics" in result.stderr and "Epoch 4/4 - Train metrics" in result.stderr
     assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == 4
+    assert [record["epoch"] for record in read_json_lines(model_dir / "history.jsonl")] == [1, 2, 3, 4]
+    assert saved_epochs(model_dir) == [1, 2, 3, 4] and not list(last.glob("*_temp"))
+    assert len(list(best.glob("ckpt-*.index"))) == 1
+    best_epoch = json.loads((model_dir / "metrics_eval_best_weights.json").read_text())["epoch"]
+    assert list(best.glob("ckpt-*.index")) == [best / f"ckpt-{best_epoch}.index"]
     assert [path.name for path in model_dir.glob(".*.tmp")] == [".notes.tmp"]
+
+
+def test_a_run_killed_in_its_first_saves_resumes_with_the_same_command(built_dataset, model_dir):
+    # Killed between the two saves of epoch 1: best_weights holds ckpt-1, last_weights nothing.
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=1)))
+    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+    shutil.rmtree(model_dir / "last_weights")
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=2)))
+    resume = (
+        "train.py",
+        "--model_dir",
+        model_dir,
+        "--data_dir",
+        built_dataset,
+        "--restore_from",
+        model_dir / "last_weights",
+    )
+
+    refused = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    resumed = run_script(*resume)
+
+    assert refused.returncode == 2 and f"--restore_from {model_dir / 'last_weights'}" in refused.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert "best_weights/ckpt-1: 1 epochs done" in resumed.stderr
+    assert saved_epochs(model_dir) == [2]
+
+    # Killed before any checkpoint: the same command starts from fresh weights, and says so.
+    for name in ("last_weights", "best_weights"):
+        shutil.rmtree(model_dir / name)
+    started = run_script(*resume)
+
+    assert started.returncode == 0, started.stderr
+    assert "holds no checkpoint yet: starting from freshly initialised weights" in started.stderr
+    assert [record["epoch"] for record in read_json_lines(model_dir / "history.jsonl")] == [1, 2]
+
+
+def test_an_explicit_unreadable_checkpoint_is_a_clear_error(built_dataset, model_dir):
+    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+    for path in (model_dir / "best_weights").glob("ckpt-*.data-*"):
+        path.write_bytes(path.read_bytes()[:50])
+    [prefix] = [path.with_suffix("") for path in (model_dir / "best_weights").glob("ckpt-*.index")]
+
+    evaluated = run_script(
+        "evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", prefix
+    )
+
+    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr
+    assert f"The checkpoint {prefix} cannot be read" in evaluated.stderr
 
 
 def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(built_dataset, model_dir):

@@ -1,4 +1,4 @@
-"""model/model_fn.py: the network's shapes and layers, its loss, that it can learn, mixed precision and XLA."""
+"""model/model_fn.py: every network's shapes and layers, the loss, that it can learn, mixed precision and XLA."""
 
 import json
 
@@ -8,15 +8,21 @@ import tensorflow as tf
 from conftest import tiny_params
 
 from model.evaluation import make_eval_step
-from model.model_fn import BatchNormalization, model_fn
-from model.training import make_train_step
-from model.utils import Params, UserError
+from model.layers import BatchNormalization
+from model.model_fn import per_image_loss
+from model.params import NETWORKS, build_network, load_params
+from model.training import make_train_step, model_spec
+
+NETWORK_NAMES = sorted(NETWORKS)
 
 
 def make_params(folder, **overrides):
-    path = folder / "params.json"
-    path.write_text(json.dumps(tiny_params(**overrides)))
-    return Params(path)
+    (folder / "params.json").write_text(json.dumps(tiny_params(**overrides)))
+    return load_params(folder)
+
+
+def default_strategy():
+    return tf.distribute.get_strategy()
 
 
 def random_batch(batch_size, image_size, num_labels, seed=0):
@@ -30,23 +36,25 @@ def layers_of_type(model, layer_type):
     return [layer for layer in model.layers if isinstance(layer, layer_type)]
 
 
+@pytest.mark.parametrize("version", NETWORK_NAMES)
 @pytest.mark.parametrize("image_size", [16, 64])
 @pytest.mark.parametrize("num_labels", [2, 6, 11])
-def test_model_maps_images_to_one_logit_per_label(tmp_path, num_labels, image_size):
-    spec = model_fn(make_params(tmp_path, num_labels=num_labels, image_size=image_size))
+def test_model_maps_images_to_one_logit_per_label(tmp_path, num_labels, image_size, version):
+    network = build_network(make_params(tmp_path, num_labels=num_labels, image_size=image_size, model_version=version))
     images, _ = random_batch(5, image_size, num_labels)
 
-    logits = spec.model(images, training=False)
+    logits = network(images, training=False)
 
     assert logits.shape == (5, num_labels)
 
 
-def test_loss_at_initialisation_is_finite_and_near_chance(tmp_path):
+@pytest.mark.parametrize("version", NETWORK_NAMES)
+def test_loss_at_initialisation_is_finite_and_near_chance(tmp_path, version):
     tf.keras.utils.set_random_seed(0)
-    spec = model_fn(make_params(tmp_path))
+    network = build_network(make_params(tmp_path, model_version=version))
     images, labels = random_batch(32, 16, 6)
 
-    losses = spec.loss_fn(labels, spec.model(images, training=False))
+    losses = per_image_loss(labels, network(images, training=False))
 
     assert losses.shape == (32,)  # one per image: the train step averages them
     loss = np.mean(losses.numpy())
@@ -54,50 +62,47 @@ def test_loss_at_initialisation_is_finite_and_near_chance(tmp_path):
     assert 0.5 * np.log(6) < loss < 3 * np.log(6)  # an untrained model guesses: about log(6)
 
 
-def test_without_batch_norm_there_are_no_batch_norm_layers(tmp_path):
-    spec = model_fn(make_params(tmp_path, use_batch_norm=False))
+def test_base_model_without_batch_norm_has_no_batch_norm_layers(tmp_path):
+    network = build_network(make_params(tmp_path, use_batch_norm=False))
 
-    assert layers_of_type(spec.model, tf.keras.layers.BatchNormalization) == []
-    assert all(layer.use_bias for layer in layers_of_type(spec.model, tf.keras.layers.Conv2D))
+    assert layers_of_type(network, tf.keras.layers.BatchNormalization) == []
+    assert all(layer.use_bias for layer in layers_of_type(network, tf.keras.layers.Conv2D))
 
 
-def test_batch_norm_layers_use_bn_momentum(tmp_path):
-    spec = model_fn(make_params(tmp_path, use_batch_norm=True, bn_momentum=0.7))
+def test_base_model_batch_norm_layers_use_bn_momentum(tmp_path):
+    network = build_network(make_params(tmp_path, use_batch_norm=True, bn_momentum=0.7))
 
-    batch_norms = layers_of_type(spec.model, tf.keras.layers.BatchNormalization)
+    batch_norms = layers_of_type(network, tf.keras.layers.BatchNormalization)
 
     assert len(batch_norms) == 5  # after each of the four convolutions and the dense layer
     assert [layer.momentum for layer in batch_norms] == [0.7] * 5
 
 
-def test_conv_channels_double_at_each_block(tmp_path):
-    spec = model_fn(make_params(tmp_path, num_channels=3))
+def test_base_model_conv_channels_double_at_each_block(tmp_path):
+    network = build_network(make_params(tmp_path, num_channels=3))
 
-    convs = layers_of_type(spec.model, tf.keras.layers.Conv2D)
+    convs = layers_of_type(network, tf.keras.layers.Conv2D)
 
     assert [layer.filters for layer in convs] == [3, 6, 12, 24]
 
 
-def test_unknown_model_version_lists_the_known_ones(tmp_path):
-    with pytest.raises(UserError, match="Unknown model_version 'resnet9000'.*Known versions: base_model"):
-        model_fn(make_params(tmp_path, model_version="resnet9000"))
+def test_resnet_has_its_blocks_and_pools_any_image_size(tmp_path):
+    network = build_network(make_params(tmp_path, model_version="resnet", num_blocks=2, num_channels=4, image_size=24))
+
+    assert len(layers_of_type(network, tf.keras.layers.Add)) == 2
+    assert max(layer.filters for layer in layers_of_type(network, tf.keras.layers.Conv2D)) == 16  # 4 x 2 x 2
+    assert network(random_batch(3, 24, 6)[0]).shape == (3, 6)
 
 
-def test_model_overfits_one_batch(tmp_path):
+@pytest.mark.parametrize("version", NETWORK_NAMES)
+def test_model_overfits_one_batch(tmp_path, version):
     tf.keras.utils.set_random_seed(0)
-    spec = model_fn(make_params(tmp_path))
+    spec = model_spec(make_params(tmp_path, model_version=version, learning_rate=0.01), default_strategy())
     images, labels = random_batch(16, 16, 6)
     before = [w.numpy().copy() for w in spec.model.trainable_weights]
+    train_step = make_train_step(spec)
 
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(spec.loss_fn(labels, spec.model(images, training=True)))
-        grads = tape.gradient(loss, spec.model.trainable_weights)
-        spec.optimizer.apply_gradients(zip(grads, spec.model.trainable_weights))
-        return loss
-
-    losses = [train_step().numpy() for _ in range(20)]
+    losses = [float(train_step(images, labels)) for _ in range(20)]
 
     changed = [not np.array_equal(b, w.numpy()) for b, w in zip(before, spec.model.trainable_weights)]
     assert all(changed), "every trainable weight should move in training"
@@ -109,36 +114,40 @@ def test_model_overfits_one_batch(tmp_path):
 
 @pytest.fixture(autouse=True)
 def float32_policy_afterwards():
-    """model_fn sets Keras' global dtype policy; put it back so no later test builds in float16."""
+    """model_spec sets Keras' global dtype policy; put it back so no later test builds in float16."""
     yield
     tf.keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_precision_computes_in_float16_and_keeps_float32_weights_and_logits(tmp_path):
-    spec = model_fn(make_params(tmp_path, mixed_precision=True))
+@pytest.mark.parametrize("version", NETWORK_NAMES)
+def test_mixed_precision_computes_in_float16_and_keeps_float32_weights_and_logits(tmp_path, version):
+    spec = model_spec(make_params(tmp_path, mixed_precision=True, model_version=version), default_strategy())
     images, _ = random_batch(4, 16, 6)
 
     logits = spec.model(images, training=False)
 
     convs = layers_of_type(spec.model, tf.keras.layers.Conv2D)
-    assert [layer.compute_dtype for layer in convs] == ["float16"] * 4
-    assert [layer.kernel.dtype for layer in convs] == ["float32"] * 4
-    assert {variable.dtype for variable in spec.model.variables} == {"float32"}
+    assert {layer.compute_dtype for layer in convs} == {"float16"}
+    assert {layer.kernel.dtype for layer in convs} == {"float32"}
+    # (Dropout's random seed is an integer variable)
+    assert {variable.dtype for variable in spec.model.variables if "int" not in variable.dtype} == {"float32"}
     assert logits.dtype == tf.float32
     assert isinstance(spec.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
 
 
 def test_without_mixed_precision_everything_is_float32(tmp_path):
-    model_fn(make_params(tmp_path, mixed_precision=True))  # an earlier run in the same process
-    spec = model_fn(make_params(tmp_path, mixed_precision=False))
+    model_spec(make_params(tmp_path, mixed_precision=True), default_strategy())  # an earlier run in the same process
+    spec = model_spec(make_params(tmp_path, mixed_precision=False), default_strategy())
 
     assert {layer.compute_dtype for layer in spec.model.layers} == {"float32"}
     assert not isinstance(spec.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
 
 
-def test_model_learns_with_mixed_precision(tmp_path):
+@pytest.mark.parametrize("version", NETWORK_NAMES)
+def test_model_learns_with_mixed_precision(tmp_path, version):
     tf.keras.utils.set_random_seed(0)
-    spec = model_fn(make_params(tmp_path, mixed_precision=True))
+    params = make_params(tmp_path, mixed_precision=True, model_version=version, learning_rate=0.01)
+    spec = model_spec(params, default_strategy())
     train_step = make_train_step(spec)
     images, labels = random_batch(16, 16, 6)
 
@@ -157,20 +166,20 @@ def test_model_learns_with_mixed_precision(tmp_path):
 def test_jit_compile_trains_and_evaluates_like_without_it(tmp_path, mixed_precision, rtol):
     tf.keras.utils.set_random_seed(0)
     images, labels = random_batch(16, 16, 6)
-    plain = model_fn(make_params(tmp_path, mixed_precision=mixed_precision, jit_compile=False))
-    xla = model_fn(make_params(tmp_path, mixed_precision=mixed_precision, jit_compile=True))
+    plain = model_spec(make_params(tmp_path, mixed_precision=mixed_precision, jit_compile=False), default_strategy())
+    xla = model_spec(make_params(tmp_path, mixed_precision=mixed_precision, jit_compile=True), default_strategy())
     xla.model.set_weights(plain.model.get_weights())
     plain_step, xla_step = make_train_step(plain), make_train_step(xla)
 
     # Three steps: the later losses also depend on the gradients and updates of the first.
     plain_losses = [float(plain_step(images, labels)) for _ in range(3)]
     xla_losses = [float(xla_step(images, labels)) for _ in range(3)]
-    make_eval_step(plain)(images, labels)
-    make_eval_step(xla)(images, labels)
+    make_eval_step(plain.model, plain.eval_metrics)(images, labels)
+    make_eval_step(xla.model, xla.eval_metrics, jit_compile=True)(images, labels)
 
     np.testing.assert_allclose(xla_losses, plain_losses, rtol=rtol)
     assert plain_losses[2] < plain_losses[0]
-    np.testing.assert_allclose(xla.eval_metrics["loss"].result(), plain.eval_metrics["loss"].result(), rtol=rtol)
+    np.testing.assert_allclose(xla.eval_metrics.result()["loss"], plain.eval_metrics.result()["loss"], rtol=rtol)
     # The step really is compiled by XLA (else this test would compare a function with itself).
     assert compiled_by_xla(xla_step, images, labels)
     assert not compiled_by_xla(plain_step, images, labels)

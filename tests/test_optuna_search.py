@@ -15,7 +15,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from test_search import make_search, read_json, search_args, wait_for, weight_files
 
-from model.utils import append_json_line, read_json_lines
+from model.files import append_json_line, read_json_lines
 
 # Learning rates below 1e-5 leave the tiny model at chance (1/6) for the whole run: a bad region.
 LR_WITH_BAD_REGION = {"learning_rate": {"distribution": "log_uniform", "low": 1e-7, "high": 0.05}}
@@ -370,16 +370,16 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(tmp_path, built_datase
 
 
 def test_another_metric_for_an_existing_study_is_a_clear_error(tmp_path, built_dataset):
-    parent = make_search(tmp_path / "search", SAFE_LR)
-    # The study as a search with the default --metric accuracy leaves it
+    # The search optimises best_metric: here the loss, for a study that maximised the accuracy
+    parent = make_search(tmp_path / "search", SAFE_LR, best_metric="loss")
     study = optuna.create_study(storage=storage_of(parent), study_name="search", direction="maximize")
     study.set_user_attr("metric", "accuracy")
 
-    result = run_script("search_hyperparams.py", *tpe_args(parent, built_dataset, 1, "--metric", "loss"))
+    result = run_script("search_hyperparams.py", *tpe_args(parent, built_dataset, 1))
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "--metric accuracy" in result.stderr
+    assert "set best_metric to accuracy" in result.stderr
     assert trial_folders(parent) == []
     assert load_study(parent).trials == []
 

@@ -21,9 +21,9 @@ def trained(tmp_path_factory):
     rng = np.random.default_rng(3)
     data_dir = root / "16x16_SIGNS"
     for split, n in (("train", 96), ("dev", 24), ("test", 36)):
-        (data_dir / f"{split}_signs").mkdir(parents=True)
+        (data_dir / split).mkdir(parents=True)
         for i in range(n):
-            write_image(data_dir / f"{split}_signs" / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
+            write_image(data_dir / split / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
     model_dir = root / "experiment"
     model_dir.mkdir()
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=5, learning_rate=0.01)))
@@ -47,7 +47,7 @@ def test_predictions_on_the_test_split_agree_with_evaluate(trained, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     accuracy = json.loads((model_dir / "metrics_test_best_weights.json").read_text())["accuracy"]
 
-    result = predict(model_dir, data_dir / "test_signs", "--output", tmp_path / "predictions.csv", "--top_k", "3")
+    result = predict(model_dir, data_dir / "test", "--output", tmp_path / "predictions.csv", "--top_k", "3")
 
     assert result.returncode == 0, result.stderr
     rows = read_csv(tmp_path / "predictions.csv")
@@ -101,10 +101,10 @@ def test_class_names_come_from_the_datasets_classes_json(trained, tmp_path):
     model_dir, data_dir = trained
     names = ["zero", "one", "two", "three", "four", "five"]
     data_copy = tmp_path / "named"
-    shutil.copytree(data_dir / "test_signs", data_copy / "test_signs")
+    shutil.copytree(data_dir / "test", data_copy / "test")
     (data_copy / "classes.json").write_text(json.dumps(dict(enumerate(names))))
 
-    result = predict(model_dir, data_copy / "test_signs", "--data_dir", data_copy, "--output", tmp_path / "p.csv")
+    result = predict(model_dir, data_copy / "test", "--data_dir", data_copy, "--output", tmp_path / "p.csv")
 
     assert result.returncode == 0, result.stderr
     rows = read_csv(tmp_path / "p.csv").values()
@@ -164,7 +164,7 @@ print(json.dumps(results))
 
 def test_exported_models_give_predict_py_results_in_a_fresh_process(trained, tmp_path):
     model_dir, data_dir = trained
-    images = sorted(str(p) for p in (data_dir / "test_signs").iterdir())[:12]
+    images = sorted(str(p) for p in (data_dir / "test").iterdir())[:12]
     big = tmp_path / "big.png"  # not the model's size: the exports must resize as predict.py does
     Image.open(images[0]).resize((50, 70), Image.Resampling.NEAREST).save(big)
     images.append(str(big))

@@ -186,8 +186,9 @@ def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_d
 
 
 def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_dataset):
-    parent = make_search(tmp_path / "search", {"model_version": ["base_model", "no_such_model"]}, num_epochs=1)
-    good, bad = parent / "model_version_base_model", parent / "model_version_no_such_model"
+    # The data is 16x16 pixels: the trial with image_size 32 stops with an error
+    parent = make_search(tmp_path / "search", {"image_size": [16, 32]}, num_epochs=1)
+    good, bad = parent / "image_size_16", parent / "image_size_32"
 
     result = search(parent, built_dataset)
 
@@ -197,7 +198,7 @@ def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_datas
     for report in (result.stderr, (parent / "search.log").read_text()):
         assert "Search finished: 1 done, 0 skipped (finished before), 1 failed" in report
         assert f"Trial {bad.name} failed" in report
-        assert "Unknown model_version 'no_such_model'" in report  # the tail of the trial's own output
+        assert "is 16x16 pixels, but image_size = 32" in report  # the trial's own message
         assert f"- failed: {bad}" in report
     assert "Traceback" not in result.stderr
 
@@ -314,12 +315,12 @@ import os, runpy, signal, sys
 sys.argv = sys.argv[2:]  # [python, train.py, ...] -> [train.py, ...]
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
 import model.training
-save = model.training.save_dict_to_json
+save = model.training.save_json
 def save_then_stop(values, path):
     save(values, path)
     if path.name == "metrics_eval_last_weights.json":
         os.kill(os.getpid(), signal.SIGTERM)
-model.training.save_dict_to_json = save_then_stop
+model.training.save_json = save_then_stop
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from model.synthetic_signs import generate_signs
+from demo.synthetic_signs import generate_signs
 
 
 def files(root):

@@ -37,12 +37,12 @@ def train(model_dir, data_dir, *args):
 # (case name, params.json content, what the message must say)
 BAD_PARAMS = [
     ("invalid JSON", '{"learning_rate": 0.1,,}', ["not valid JSON", "line 1, column 23"]),
-    ("missing hyperparameter", without("batch_size"), ["'batch_size' is missing"]),
+    ("missing num_labels", without("num_labels"), ["'num_labels' is missing"]),
     ("wrong type", tiny_params(batch_size="32"), ['batch_size = "32" is not valid', "whole number"]),
     ("negative learning rate", tiny_params(learning_rate=-0.1), ["learning_rate = -0.1", "positive"]),
     ("batch_size 0", tiny_params(batch_size=0), ["batch_size = 0", "at least 1"]),
     ("typo in a key", {**without("learning_rate"), "learing_rate": 1e-3}, ["'learing_rate'", "'learning_rate'"]),
-    ("unknown model_version", tiny_params(model_version="resnet"), ["resnet", "base_model"]),
+    ("unknown model_version", tiny_params(model_version="resnet50"), ["resnet50", "base_model"]),
     ("typo in cache", tiny_params(cache="memroy"), ['cache = "memroy" is not valid', '"memory", "none"']),
 ]
 
@@ -69,7 +69,7 @@ def test_missing_params_json(built_dataset, tmp_path):
 def test_image_size_the_network_cannot_take(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     for split in ("train", "dev"):
-        write_signs_split(tmp_path / "data20" / f"{split}_signs", 12, rng, size=(20, 20))
+        write_signs_split(tmp_path / "data20" / split, 12, rng, size=(20, 20))
     write_params(model_dir, tiny_params(image_size=20))
 
     assert_user_error(train(model_dir, tmp_path / "data20"), "image_size = 20", "multiple of 16")
@@ -85,13 +85,13 @@ def test_missing_data_dir(model_dir, tmp_path):
 
 
 def test_empty_split(built_dataset, model_dir):
-    shutil.rmtree(built_dataset / "dev_signs")
-    (built_dataset / "dev_signs").mkdir()
-    assert_user_error(train(model_dir, built_dataset), "dev split is empty", str(built_dataset / "dev_signs"))
+    shutil.rmtree(built_dataset / "dev")
+    (built_dataset / "dev").mkdir()
+    assert_user_error(train(model_dir, built_dataset), "dev split is empty", str(built_dataset / "dev"))
 
 
 def test_labels_outside_num_labels(built_dataset, model_dir):
-    shutil.copy(built_dataset / "train_signs" / "0_IMG_train0.jpg", built_dataset / "train_signs" / "7_IMG_x.jpg")
+    shutil.copy(built_dataset / "train" / "0_IMG_train0.jpg", built_dataset / "train" / "7_IMG_x.jpg")
     assert_user_error(train(model_dir, built_dataset), "labels [7] outside 0..5", "num_labels")
 
 

@@ -1,28 +1,26 @@
-"""Model-based hyperparameter search with Optuna: TPE chooses each trial, a pruner stops bad ones.
+"""Model-based search with Optuna: TPE chooses each trial from the earlier ones, a pruner stops bad ones.
 
-Optuna is optional (requirements-search.txt): only `search_hyperparams.py --sampler tpe`
-imports this file. A trial is still an ordinary experiment folder, PARENT_DIR/trial_<number>-...,
-trained by an ordinary train.py subprocess. While it trains, the search reads the dev metrics
-that train.py appends to the folder's history.jsonl after each epoch and reports them to the
-study; when the pruner finds the trial behind the earlier ones at the same epoch, the search
-stops it (train.py exits cleanly) and records it as pruned in the folder's trial.json.
+Optuna is optional (requirements-search.txt): only `search_hyperparams.py --sampler tpe` and
+synthesize_results.py (for the studies it finds) import this file. While a trial trains, the
+search reads the dev metrics that train.py appends to its history.jsonl after each epoch and
+reports them to the study; when the pruner finds the trial behind the earlier ones at the same
+epoch, the search stops it (train.py exits cleanly) and records it as pruned in its trial.json.
 
 The study lives in a storage that every search process can share: by default the journal file
-PARENT_DIR/optuna_journal.log (safe for several processes, also on a shared file system), or
-a database URL. Running the search again, here or on other machines, continues the same study.
+PARENT_DIR/optuna_journal.log (safe for several processes, also on a shared file system), or a
+database URL. Running the search again, here or on other machines, continues the same study.
 """
 
 import logging
-import shlex
-import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from tqdm import tqdm
-
-from model.search import JOURNAL_NAME, STOPPING, prepare_trial, run_trial, stop_trials, train_command, trial_name
-from model.utils import LOWER_IS_BETTER, UserError, load_json, read_json_lines, save_dict_to_json, write_text_atomic
+from model.errors import UserError
+from model.files import load_json, read_json_lines, save_json, write_text_atomic
+from model.params import LOWER_IS_BETTER
+from model.run_folder import JOURNAL_NAME
+from search.runner import STOPPING, Trial
+from search.space import suggest, trial_name
 
 try:
     import optuna
@@ -50,24 +48,95 @@ def open_storage(storage):
     return storage if "://" in storage else JournalStorage(JournalFileBackend(storage))
 
 
-def open_study(parent_dir, storage, study_name, metric, pruner):
+class Study:
+    """The trials of an Optuna study, for search.runner: `next` asks the study, `tell` answers it."""
+
+    def __init__(self, parent_dir, storage, study_name, space, params, num_trials, pruner):
+        self.parent_dir, self.space, self.seed, self.total = parent_dir, space, params.seed, num_trials
+        self.metric = params.best_metric
+        self.study = open_study(storage or parent_dir / JOURNAL_NAME, study_name, self.metric, pruner)
+        requeue_stale_trials(self.study)
+        self.done = min(sum(t.state.is_finished() for t in used_trials(self.study)), num_trials)
+        self.states = []
+        logging.info(
+            f"Study '{study_name}': {len(used_trials(self.study))} of {num_trials} trials run or running already"
+        )
+
+    def next(self):
+        """The next trial (its values, folder and pruning watcher); None once the study has them all."""
+        study = self.study
+        requeue_stale_trials(study)
+        if len(used_trials(study)) >= self.total:
+            return None
+        trial = study.ask()  # a trial queued again comes first, with its values
+        trial.set_user_attr("heartbeat", time.time())
+        # Seeding by trial number makes a study repeatable, and parallel searches draw differently.
+        study.sampler = optuna.samplers.TPESampler(
+            seed=self.seed + trial.number, n_startup_trials=RANDOM_STARTUP_TRIALS
+        )
+        values = suggest(trial, self.space)
+        name = trial.user_attrs.get("trial_dir")  # queued again: resume its folder
+        if name is None:
+            if sum(t.number < trial.number for t in used_trials(study)) >= self.total:
+                trial.set_user_attr("not_run", True)  # another search process took the last trial meanwhile
+                study.tell(trial, state=TrialState.FAIL)
+                return None
+            short = {key: float(f"{value:.4g}") if isinstance(value, float) else value for key, value in values.items()}
+            name = f"trial_{trial.number:03d}-{trial_name(short)}"
+            trial.set_user_attr("trial_dir", name)
+        watch = Watcher(trial, self.parent_dir / name / "history.jsonl", self.metric)
+        return Trial(self.parent_dir / name, values, watch, trial.number)
+
+    def tell(self, trial, returncode, reason):
+        """Tells the study how a trial ended, and writes it in the trial's trial.json."""
+        trial.watch()  # the epochs written since its last call
+        record = {"study": self.study.study_name, "number": trial.number, "params": trial.values}
+        if returncode is None or (returncode != 0 and STOPPING.is_set()):
+            requeue(self.study, trial.number, died=False)  # its folder was in the way, or the search stopped
+            return
+        if trial.watch.pruned_at_epoch is not None:
+            self.study.tell(trial.number, state=TrialState.PRUNED)
+            record |= {"state": "pruned", "pruned_at_epoch": trial.watch.pruned_at_epoch}
+            logging.info(f"Trial {trial.number} ({trial.folder.name}) pruned after epoch {trial.watch.pruned_at_epoch}")
+        elif returncode == 0:
+            value = load_json(trial.folder / "metrics_eval_best_weights.json")[self.metric]
+            self.study.tell(trial.number, value)
+            record |= {"state": "complete", "value": value}
+            logging.info(f"Trial {trial.number} ({trial.folder.name}) finished: dev {self.metric} {value:.4f}")
+        else:
+            self.study.tell(trial.number, state=TrialState.FAIL)
+            record |= {"state": "failed"}
+            logging.error(
+                f"Trial {trial.number} ({trial.folder.name}) failed (exit {returncode}):\n    " + "\n    ".join(reason)
+            )
+        self.states.append(record["state"])
+        save_json(record, trial.folder / "trial.json")
+
+    def summary(self):
+        return describe(self.study, self.parent_dir)
+
+    @property
+    def failed(self):
+        return self.states.count("failed")
+
+
+def open_study(storage, study_name, metric, pruner):
     """Creates the study, or loads it when an earlier or a parallel search created it."""
     optuna.logging.disable_default_handler()  # Optuna's warnings go to search.log like ours
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if pruner == "median":
-        # Stop a trial whose dev metric is worse than the median of the finished trials at the
-        # same epoch, once two trials have finished; never on its first epoch, which is noisy.
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
-    else:
-        pruner = optuna.pruners.NopPruner()
-    direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
-    storage = storage or parent_dir / JOURNAL_NAME
+    # Stop a trial whose dev metric is worse than the median of the finished trials at the same
+    # epoch, once two trials have finished; never on its first epoch, which is noisy.
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+        if pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
     try:
         study = optuna.create_study(
             storage=open_storage(storage),
             study_name=study_name,
-            direction=direction,
+            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
             pruner=pruner,
             load_if_exists=True,
         )
@@ -83,8 +152,8 @@ def open_study(parent_dir, storage, study_name, metric, pruner):
         study.set_user_attr("metric", metric)
     elif study_metric != metric:
         raise UserError(
-            f"Study '{study_name}' optimises dev {study_metric}, not {metric}: "
-            f"use --metric {study_metric}, or another --study_name for a new study."
+            f"Study '{study_name}' optimises dev {study_metric}, not {metric}: set best_metric to {study_metric} "
+            "in params.json, or use another --study_name for a new study."
         )
     return study
 
@@ -127,42 +196,7 @@ def requeue_stale_trials(study):
             requeue(study, t.number, died=True)
 
 
-def suggest(trial, key, values):
-    """The study's value for one key of search.json."""
-    if isinstance(values, list):
-        return trial.suggest_categorical(key, values)
-    kind = values["distribution"]
-    if kind == "choice":
-        return trial.suggest_categorical(key, values["values"])
-    if kind == "int_uniform":
-        return trial.suggest_int(key, values["low"], values["high"])
-    return trial.suggest_float(key, values["low"], values["high"], log=kind == "log_uniform")
-
-
-def ask(study, space, seed, num_trials):
-    """The next trial, its values and its folder name; None once the study has num_trials trials."""
-    requeue_stale_trials(study)
-    if len(used_trials(study)) >= num_trials:
-        return None
-    trial = study.ask()  # a trial queued again comes first, with its values
-    trial.set_user_attr("heartbeat", time.time())
-    # Seeding by trial number makes a study repeatable, and parallel searches draw differently.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + trial.number, n_startup_trials=RANDOM_STARTUP_TRIALS)
-    values = {key: suggest(trial, key, spec) for key, spec in space.items()}
-    if "trial_dir" in trial.user_attrs:  # queued again: resume its folder
-        return trial, values, trial.user_attrs["trial_dir"]
-    if sum(t.number < trial.number for t in used_trials(study)) >= num_trials:
-        # Another search process took the last trial at the same moment.
-        trial.set_user_attr("not_run", True)
-        study.tell(trial, state=TrialState.FAIL)
-        return None
-    short = {key: float(f"{value:.4g}") if isinstance(value, float) else value for key, value in values.items()}
-    name = f"trial_{trial.number:03d}-{trial_name(short)}"
-    trial.set_user_attr("trial_dir", name)
-    return trial, values, name
-
-
-class TrialWatcher:
+class Watcher:
     """Follows a running trial: sends heartbeats, reports each new epoch, decides on pruning."""
 
     def __init__(self, trial, history_path, metric):
@@ -187,72 +221,6 @@ class TrialWatcher:
                 self.pruned_at_epoch = record["epoch"]
                 return True
         return False
-
-
-def run_and_tell(study, trial, values, trial_dir, base_params, args, threads):
-    """Trains one trial and tells the study how it ended; returns its state."""
-    try:
-        prepare_trial(trial_dir, base_params, values)
-    except UserError:  # a folder in the way: the trial runs once the user has moved it
-        requeue(study, trial.number, died=False)
-        raise
-    watcher = TrialWatcher(trial, trial_dir / "history.jsonl", args.metric)
-    command = train_command(trial_dir, args.data_dir, shlex.split(args.launcher))
-    returncode, tail = run_trial(command, trial_dir, threads, watch=watcher)
-    watcher()  # the epochs written since the last call
-    record = {"study": study.study_name, "number": trial.number, "params": values}
-    if watcher.pruned_at_epoch is not None:
-        study.tell(trial, state=TrialState.PRUNED)
-        record |= {"state": "pruned", "pruned_at_epoch": watcher.pruned_at_epoch}
-        logging.info(f"Trial {trial.number} ({trial_dir.name}) pruned after epoch {watcher.pruned_at_epoch}")
-    elif returncode == 0:
-        value = load_json(trial_dir / "metrics_eval_best_weights.json")[args.metric]
-        study.tell(trial, value)
-        record |= {"state": "complete", "value": value}
-        logging.info(f"Trial {trial.number} ({trial_dir.name}) finished: dev {args.metric} {value:.4f}")
-    elif STOPPING.is_set():  # the search was interrupted: the trial resumes when it runs again
-        requeue(study, trial.number, died=False)
-        return "interrupted"
-    else:
-        study.tell(trial, state=TrialState.FAIL)
-        record |= {"state": "failed"}
-        logging.error(
-            f"Trial {trial.number} ({trial_dir.name}) failed (exit {returncode}):\n    " + "\n    ".join(tail)
-        )
-    save_dict_to_json(record, trial_dir / "trial.json")
-    return record["state"]
-
-
-def run_study(study, space, base_params, parent_dir, args, threads):
-    """Runs trials, args.jobs at a time, until the study holds args.num_trials; returns their states."""
-    lock = threading.Lock()  # one thread at a time counts the trials and asks for the next
-    done_before = sum(t.state.is_finished() for t in used_trials(study))
-    progress = tqdm(total=args.num_trials, initial=min(done_before, args.num_trials), desc="Trials", unit="trial")
-    states = []
-
-    def work():
-        while not STOPPING.is_set():
-            with lock:
-                next_trial = ask(study, space, base_params.seed, args.num_trials)
-            if next_trial is None:
-                return
-            trial, values, name = next_trial
-            states.append(run_and_tell(study, trial, values, parent_dir / name, base_params, args, threads))
-            progress.update()
-
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(work) for _ in range(args.jobs)]
-        try:
-            for future in as_completed(futures):
-                future.result()
-        except BaseException as error:  # Ctrl-C, SIGTERM, or a trial folder in the way (UserError)
-            # Start no new trial, stop the running ones; they are queued again in the study.
-            stop_trials()
-            if isinstance(error, KeyboardInterrupt):
-                logging.info("Search interrupted: run the same command again to resume it")
-            raise
-    progress.close()
-    return states
 
 
 def describe(study, parent_dir):

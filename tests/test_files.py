@@ -1,4 +1,4 @@
-"""model/utils.py: params, JSON files, logging, labels from file names, user errors."""
+"""The helpers of model/: JSON files (model/files.py), logging, labels from file names, run_main."""
 
 import json
 import logging
@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from model.utils import (
-    Params,
-    UserError,
-    closest_key,
-    label_from_filename,
-    load_json,
-    load_params,
-    save_dict_to_json,
-    set_logger,
-    write_text_atomic,
-)
+from model.dataset import label_from_filename
+from model.errors import UserError
+from model.files import load_json, save_json, write_text_atomic
+from model.logs import set_logger
 
 
 def write_json(path, content):
@@ -46,61 +39,6 @@ def restore_root_logger():
     logger.setLevel(level)
 
 
-# Params
-
-
-def test_params_gives_attribute_and_dict_access(tmp_path):
-    params = Params(write_json(tmp_path / "params.json", {"learning_rate": 0.01, "batch_size": 32}))
-
-    assert params.learning_rate == 0.01
-    assert params.dict["batch_size"] == 32
-    assert params["batch_size"] == 32
-    assert "learning_rate" in params
-
-
-def test_params_update_overrides_and_adds_keys(tmp_path):
-    params = Params(write_json(tmp_path / "a.json", {"learning_rate": 0.01, "batch_size": 32}))
-
-    params.update(write_json(tmp_path / "b.json", {"learning_rate": 0.5, "num_epochs": 3}))
-
-    assert params.dict == {"learning_rate": 0.5, "batch_size": 32, "num_epochs": 3}
-
-
-def test_params_saved_then_reloaded_are_equal(tmp_path):
-    params = Params(write_json(tmp_path / "params.json", {"learning_rate": 0.01, "use_batch_norm": True}))
-    params.batch_size = 8
-
-    params.save(tmp_path / "saved.json")
-
-    assert Params(tmp_path / "saved.json").dict == {"learning_rate": 0.01, "use_batch_norm": True, "batch_size": 8}
-
-
-def test_missing_hyperparameter_is_a_user_error_naming_it(tmp_path):
-    params = Params(write_json(tmp_path / "params.json", {"learning_rate": 0.01}))
-
-    with pytest.raises(UserError, match="'num_epochs'"):
-        _ = params.num_epochs
-
-
-def test_load_params_on_a_missing_folder_names_it(tmp_path):
-    missing = tmp_path / "no_such_experiment"
-
-    with pytest.raises(UserError, match="no_such_experiment"):
-        load_params(missing)
-
-
-def test_load_params_on_a_folder_without_params_json_names_it(tmp_path):
-    folder = tmp_path / "empty_experiment"
-    folder.mkdir()
-
-    with pytest.raises(UserError, match="No params.json in .*empty_experiment"):
-        load_params(folder)
-
-
-def test_load_params_reads_params_json(model_dir):
-    assert load_params(model_dir).image_size == 16
-
-
 # JSON files
 
 
@@ -124,10 +62,10 @@ def test_missing_json_file_is_a_user_error_naming_it(tmp_path):
         load_json(tmp_path / "nowhere.json")
 
 
-def test_save_dict_to_json_writes_numpy_scalars_as_plain_json(tmp_path):
+def test_save_json_writes_numpy_scalars_as_plain_json(tmp_path):
     path = tmp_path / "metrics.json"
 
-    save_dict_to_json({"accuracy": np.float32(0.5), "steps": np.int64(7)}, path)
+    save_json({"accuracy": np.float32(0.5), "steps": np.int64(7)}, path)
 
     assert json.loads(path.read_text()) == {"accuracy": 0.5, "steps": 7}
     assert "numpy" not in path.read_text()
@@ -136,10 +74,10 @@ def test_save_dict_to_json_writes_numpy_scalars_as_plain_json(tmp_path):
 
 def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "metrics.json"
-    save_dict_to_json({"accuracy": 0.5}, path)
+    save_json({"accuracy": 0.5}, path)
 
     with pytest.raises(TypeError, match="not JSON serializable"):
-        save_dict_to_json({"accuracy": 0.9, "oops": object()}, path)
+        save_json({"accuracy": 0.9, "oops": object()}, path)
 
     assert json.loads(path.read_text()) == {"accuracy": 0.5}
     assert leftover_files(tmp_path, keep="metrics.json") == []
@@ -178,7 +116,7 @@ def test_set_logger_twice_does_not_duplicate_lines(tmp_path, restore_root_logger
     assert log_path.read_text().count("only once please") == 1
 
 
-# Labels and hints
+# Labels
 
 
 @pytest.mark.parametrize(
@@ -195,19 +133,12 @@ def test_label_from_filename_rejects_names_without_a_label(name):
         label_from_filename(name)
 
 
-def test_closest_key_suggests_the_intended_hyperparameter():
-    keys = ["learning_rate", "batch_size", "num_epochs"]
-
-    assert closest_key("learing_rate", keys) == "learning_rate"
-    assert closest_key("zzz", keys) is None
-
-
 # run_main
 
 
 def test_run_main_shows_a_user_error_as_one_message_and_exit_status_2():
     script = (
-        "from model.utils import UserError, run_main\n"
+        "from model.errors import UserError, run_main\n"
         "def main():\n"
         "    raise UserError('The data folder data/NOPE does not exist.')\n"
         "run_main(main)\n"

@@ -1,0 +1,183 @@
+"""Saved weights: finding, saving, restoring and comparing checkpoints, and loading a trained model.
+
+A training checkpoint holds the model, the optimizer and the epoch counter. MODEL_DIR/last_weights
+keeps the checkpoints of the last epochs, MODEL_DIR/best_weights the one of the best dev epoch;
+a checkpoint is named after its epoch (ckpt-7). A kill -9 can leave a checkpoint half written:
+readers skip it for the newest one that reads, and the next save clears it away.
+"""
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+from model.errors import UserError
+from model.params import build_network, load_trained_params
+
+# Checkpoints kept in each weights folder
+KEEP = {"last_weights": 5, "best_weights": 1}
+
+
+def checkpoints_in(*folders):
+    """The checkpoint prefixes in weights folders, newest (highest epoch) first.
+
+    Found from their index files rather than from TensorFlow's `checkpoint` state file, which
+    a run killed just after saving may not have updated.
+    """
+    found = [
+        (number(index), str(index.with_suffix(""))) for folder in folders for index in Path(folder).glob("ckpt-*.index")
+    ]
+    return [prefix for n, prefix in sorted(found, reverse=True) if n is not None]
+
+
+def number(prefix):
+    """The epoch of a checkpoint: '.../ckpt-7' -> 7 (None if it is not named so)."""
+    digits = Path(prefix).name.removeprefix("ckpt-").removesuffix(".index")
+    return int(digits) if digits.isdecimal() else None
+
+
+def is_readable(prefix):
+    """Whether every value of a checkpoint can be read (a truncated or garbled one cannot)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        return True
+    except Exception:
+        return False
+
+
+def prune(folder, newest, keep):
+    """Leaves in a weights folder the `keep` newest checkpoints up to epoch `newest`: older ones,
+    newer ones (unreadable leftovers of a kill) and TensorFlow's half-written *_temp folders go."""
+    kept = [n for n in sorted({number(p) for p in checkpoints_in(folder)}, reverse=True) if n <= newest][:keep]
+    for path in Path(folder).glob("ckpt-*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif number(path.name.split(".")[0]) not in kept:
+            path.unlink(missing_ok=True)
+
+
+def find(restore_from, model_dir):
+    """--restore_from as a checkpoint prefix (str), or as the weights folders to take the newest from.
+
+    Takes a weights folder (its newest checkpoint), a folder name inside model_dir (best_weights)
+    or a prefix (.../ckpt-3). MODEL_DIR/last_weights stands for both of the run's folders: a kill
+    between the two saves of an epoch can leave its newest checkpoint in best_weights.
+    """
+    model_dir = Path(model_dir)
+    for path in (Path(restore_from), model_dir / restore_from):
+        own = path.resolve() == (model_dir / "last_weights").resolve()  # there even before the first save
+        if path.name == "last_weights" and (own or path.is_dir()):
+            return [path, path.parent / "best_weights"]
+        if path.is_dir():
+            return [path]
+        if Path(f"{path}.index").is_file():
+            return str(path)
+    raise UserError(
+        f"--restore_from {restore_from}: no such weights folder or checkpoint (looked for {restore_from} "
+        f"and {model_dir / restore_from}). Give a folder such as {model_dir / 'best_weights'}."
+    )
+
+
+def restore(checkpoint, source, partial=False, check=None):
+    """Restores `checkpoint` from `source` (a prefix, or folders: their newest readable checkpoint).
+
+    Returns the prefix restored, or None if the folders hold no checkpoint. A checkpoint that
+    cannot be read is skipped with a warning (also one deleted while we read it, by a run still
+    training); `check(prefix)` may refuse one. `partial`: the checkpoint may hold more than
+    `checkpoint` (a training checkpoint restored into a model alone).
+    """
+    tried = set()
+    while True:
+        candidates = [source] if isinstance(source, str) else [p for p in checkpoints_in(*source) if p not in tried]
+        if not candidates:
+            return None
+        prefix = candidates[0]
+        tried.add(prefix)
+        try:
+            compare_with_network(prefix, checkpoint.model)
+            if check:
+                check(prefix)
+            status = checkpoint.restore(prefix)
+            status.expect_partial() if partial else status.assert_existing_objects_matched()
+            return prefix
+        except UserError:
+            raise
+        except AssertionError as error:  # it lacks part of what `checkpoint` holds
+            raise UserError(f"{prefix} is not a training checkpoint of this template ({error}).") from None
+        except Exception as error:
+            if isinstance(source, str):
+                raise UserError(
+                    f"The checkpoint {prefix} cannot be read ({type(error).__name__}): pick another."
+                ) from None
+            logging.warning(f"Warning: {prefix} cannot be read ({type(error).__name__}): trying the next newest")
+
+
+def load_trained_model(model_dir, restore_from="best_weights"):
+    """(params, network with its trained weights, checkpoint prefix) of the run in model_dir,
+    with the hyperparameters it trained with: what evaluate.py, predict.py and export.py use."""
+    params = load_trained_params(model_dir)
+    network = build_network(params)
+    source = find(restore_from, model_dir)
+    prefix = restore(tf.train.Checkpoint(model=network), source, partial=True)
+    if prefix is None:
+        raise UserError(
+            f"{', '.join(map(str, source))} holds no checkpoint. Train first, or pick another --restore_from."
+        )
+    return params, network, prefix
+
+
+def compare_with_network(prefix, network):
+    """Stops with a clear message when the network saved in a checkpoint is not `network`."""
+    saved, current = saved_network(prefix), current_network(network)
+    differences = [
+        f"{name} is {saved.get(name, 'absent')} in the weights but {current.get(name, 'absent')} in the network"
+        for name in sorted(saved.keys() | current.keys(), key=lambda name: (int(name.split()[1]), name))
+        if saved.get(name) != current.get(name)
+    ]
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise UserError(
+            f"The weights in {prefix} do not fit the network built from params.json: the architecture "
+            f"changed since they were saved. {len(differences)} variable(s) differ: {shown}. Use the "
+            "hyperparameters those weights were trained with (see the run's params_used.json), or "
+            "train from scratch without --restore_from."
+        )
+
+
+def saved_network(prefix):
+    """{'layer 5 kernel': shape} for each variable of the network saved in a checkpoint.
+
+    A checkpoint stores each variable once, under the first path that reaches it (often
+    through the optimizer), so we follow the object graph from model/_operations instead.
+    """
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+
+    def child(node, name):  # the id of a node's child called `name`, or None (a checkpoint of something else)
+        return (
+            None
+            if node is None
+            else next((c.node_id for c in graph.nodes[node].children if c.local_name == name), None)
+        )
+
+    operations = child(child(0, "model"), "_operations")
+    return {
+        f"layer {layer.local_name} {attribute.local_name.lstrip('_')}": shapes[value.checkpoint_key]
+        for layer in (graph.nodes[operations].children if operations is not None else [])
+        for attribute in graph.nodes[layer.node_id].children
+        for value in graph.nodes[attribute.node_id].attributes
+        if value.name == "VARIABLE_VALUE"  # Keras 3 stores the kernel as _kernel: the "_" goes
+    }
+
+
+def current_network(network):
+    """{'layer 5 kernel': shape} for each variable of a network, as a checkpoint names it."""
+    with tempfile.TemporaryDirectory() as folder:
+        return saved_network(tf.train.Checkpoint(model=network).write(f"{folder}/ckpt"))

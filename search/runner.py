@@ -1,0 +1,182 @@
+"""Running a search: one folder and one train.py subprocess per trial, `jobs` trials at a time.
+
+The same runner serves every sampler: a sampler hands out trials (`next`) and hears how each
+ended (`tell`). A trial is an ordinary experiment folder (a full params.json) trained by an
+ordinary train.py, so resuming, synthesize_results.py and TensorBoard work on trials unchanged.
+"""
+
+import logging
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from model.errors import UserError
+from model.files import load_json, save_json
+
+# The trial processes running now, so that an interrupted search can stop them.
+RUNNING = set()
+STOPPING = threading.Event()
+
+
+@dataclass
+class Trial:
+    folder: Path
+    values: dict  # the hyperparameters this trial sets
+    watch: Callable = None  # called about once a second while it trains; True stops it (pruning)
+    number: int = None  # its number in an Optuna study
+
+
+def prepare_trial(trial_dir, base_params, values):
+    """Writes the trial's params.json (the search's, with the trial's values), refusing to change
+    the one of an earlier trial."""
+    params = {**base_params, **values}
+    path = Path(trial_dir) / "params.json"
+    if path.exists() and load_json(path) != params:
+        raise UserError(
+            f"{path} exists with other hyperparameters than this search gives it. "
+            "Move that folder away, or restore the search.json and params.json that made it."
+        )
+    save_json(params, path)
+
+
+def run_search(sampler, base_params, train_command, jobs, threads):
+    """Runs the sampler's trials, `jobs` at a time, until it has none left.
+
+    base_params is the search's params.json; each trial's folder gets it with the trial's values.
+    train_command is the command that trains a trial, without --model_dir (given per trial).
+    Ctrl-C or SIGTERM stops the running trials (they resume when the search runs again).
+    """
+    lock = threading.Lock()  # one thread at a time asks the sampler for a trial
+    progress = tqdm(total=sampler.total, initial=sampler.done, desc="Trials", unit="trial")
+
+    def work():
+        while not STOPPING.is_set():
+            with lock:
+                trial = sampler.next()
+            if trial is None:
+                return
+            try:
+                prepare_trial(trial.folder, base_params, trial.values)
+            except UserError:  # a folder in the way: the trial runs once the user has moved it
+                sampler.tell(trial, None, [])
+                raise
+            command = [
+                *train_command,
+                "--model_dir",
+                str(trial.folder),
+                "--restore_from",
+                str(trial.folder / "last_weights"),
+            ]
+            returncode, reason = run_trial(command, trial.folder, threads, trial.watch)
+            sampler.tell(trial, returncode, reason)
+            progress.update()
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(work) for _ in range(jobs)]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException as error:  # Ctrl-C, SIGTERM, or a trial folder in the way
+            stop_trials()
+            if isinstance(error, KeyboardInterrupt):
+                logging.info("Search interrupted: run the same command again to resume it")
+            raise
+    progress.close()
+
+
+def stop_trials():
+    """Asks every running trial to stop (train.py then exits cleanly) and waits for them."""
+    STOPPING.set()
+    for process in list(RUNNING):
+        process.terminate()
+    for process in list(RUNNING):
+        process.wait()
+
+
+def run_trial(command, trial_dir, threads, watch=None):
+    """Runs one trial to the end; returns its exit status and why it failed (lines of its output).
+
+    `watch`, if given, is called about once a second while the trial runs; when it returns
+    True, the trial is asked to stop (SIGTERM: train.py stops cleanly between two steps).
+    """
+    # Share the cores between concurrent trials instead of letting each one take them all.
+    env = {
+        **os.environ,
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
+        "OMP_NUM_THREADS": str(threads),
+    }
+    output_path = Path(trial_dir) / "output.log"
+    with open(output_path, "a") as output:
+        start = output.tell()  # this run's output begins here (an earlier one's is above)
+        if STOPPING.is_set():  # the search was interrupted while this trial was starting
+            return 130, ["not started: the search was interrupted"]
+        try:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        except OSError as error:
+            return 127, [f"{command[0]} cannot be started: {error.strerror}"]
+        RUNNING.add(process)
+        while (returncode := poll(process, timeout=1.0)) is None:
+            if watch is not None and watch():
+                process.terminate()
+                watch = None
+        RUNNING.discard(process)
+    with open(output_path, errors="replace") as output:
+        output.seek(start)
+        # Progress bars redraw with '\r': split on it too, so that lines are whole messages.
+        lines = [line for line in output.read().replace("\r", "\n").splitlines() if line.strip()]
+    # train.py's own message if it stopped on one; lines of another process writing here do not hide it
+    errors = [line for line in lines if line.startswith("Error:")]
+    return returncode, errors[-1:] or lines[-6:]
+
+
+def poll(process, timeout):
+    """The process's exit status, or None if it is still running after `timeout` seconds."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def is_finished(trial_dir, num_epochs):
+    """Whether a trial trained all its epochs (its last metrics say so)."""
+    try:
+        return load_json(Path(trial_dir) / "metrics_eval_last_weights.json").get("epoch", 0) >= num_epochs
+    except UserError:
+        return False
+
+
+class Planned:
+    """Grid or random search: the trials are known in advance; each runs unless it finished."""
+
+    def __init__(self, trials, num_epochs):
+        self.trials = trials
+        self.todo = [
+            folder for folder, values in trials.items() if not is_finished(folder, values.get("num_epochs", num_epochs))
+        ]
+        self.total, self.done = len(trials), len(trials) - len(self.todo)
+        self.ran, self.failed = 0, {}
+        logging.info(f"{self.total} trials: {self.done} finished already, {len(self.todo)} to run")
+
+    def next(self):
+        if not self.todo:
+            return None
+        folder = self.todo.pop(0)
+        return Trial(folder, self.trials[folder])
+
+    def tell(self, trial, returncode, reason):
+        self.ran += 1
+        if returncode not in (0, None) and not STOPPING.is_set():
+            self.failed[trial.folder] = reason
+            logging.error(f"Trial {trial.folder.name} failed (exit {returncode}):\n    " + "\n    ".join(reason))
+
+    def summary(self):
+        done, failed = self.ran - len(self.failed), len(self.failed)
+        lines = [f"Search finished: {done} done, {self.done} skipped (finished before), {failed} failed"]
+        return lines + [f"- failed: {folder} (see {folder / 'output.log'})" for folder in self.failed]

@@ -1,0 +1,125 @@
+"""The search space of search.json: lists of values (a grid) or distributions, and the trials they give."""
+
+import itertools
+import json
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.errors import UserError
+from model.files import load_json
+from model.params import declared, did_you_mean
+
+EXAMPLE = """For a grid, give a list of values per key:
+    {"learning_rate": [1e-4, 1e-3, 1e-2], "batch_size": [32, 64]}
+For random search (with --num_trials), give a distribution per key:
+    {"learning_rate": {"distribution": "log_uniform", "low": 1e-5, "high": 1e-1},
+     "num_channels": {"distribution": "int_uniform", "low": 8, "high": 32},
+     "use_batch_norm": {"distribution": "choice", "values": [true, false]}}
+Distributions: uniform, log_uniform, int_uniform (low and high included), choice."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    bounds: type  # the type of low and high; None for "choice", which has "values"
+    sample: Callable  # (spec, random.Random) -> a value, for random search
+    suggest: Callable  # (optuna trial, key, spec) -> a value, for TPE
+
+
+def four_digits(value):  # readable folder names, and no loss that matters
+    return float(f"{value:.4g}")
+
+
+DISTRIBUTIONS = {
+    "uniform": Distribution(
+        float,
+        lambda spec, rng: four_digits(rng.uniform(spec["low"], spec["high"])),
+        lambda trial, key, spec: trial.suggest_float(key, spec["low"], spec["high"]),
+    ),
+    # Uniform in the exponent: 1e-5..1e-4 is drawn as often as 1e-2..1e-1.
+    "log_uniform": Distribution(
+        float,
+        lambda spec, rng: four_digits(10 ** rng.uniform(math.log10(spec["low"]), math.log10(spec["high"]))),
+        lambda trial, key, spec: trial.suggest_float(key, spec["low"], spec["high"], log=True),
+    ),
+    "int_uniform": Distribution(
+        int,
+        lambda spec, rng: rng.randint(spec["low"], spec["high"]),
+        lambda trial, key, spec: trial.suggest_int(key, spec["low"], spec["high"]),
+    ),
+    "choice": Distribution(
+        None,
+        lambda spec, rng: rng.choice(spec["values"]),
+        lambda trial, key, spec: trial.suggest_categorical(key, spec["values"]),
+    ),
+}
+
+
+def load_search_space(parent_dir, model_version):
+    """PARENT_DIR/search.json, checked: {key: [values]} or {key: {"distribution": ...}}.
+
+    Returns it with every list written as a "choice" distribution, and whether it is a grid (only lists).
+    """
+    path = Path(parent_dir) / "search.json"
+    if not path.is_file():
+        raise UserError(f"No search space: {path} is missing. Create it next to params.json.\n{EXAMPLE}")
+    space = load_json(path)
+    if not space:
+        raise UserError(f"{path} is empty: name at least one hyperparameter to search.\n{EXAMPLE}")
+    _, hyperparameters = declared(model_version)
+    for key, spec in space.items():
+        if key not in hyperparameters:
+            raise UserError(f"{path}: '{key}' is not a hyperparameter. {did_you_mean(key, hyperparameters)}\n{EXAMPLE}")
+        if isinstance(spec, list) and not spec:
+            raise UserError(f"{path}: the list of values for '{key}' is empty.\n{EXAMPLE}")
+        spec = {"distribution": "choice", "values": spec} if isinstance(spec, list) else spec
+        if not valid(spec):
+            raise UserError(f"{path}: '{key}' must be a list of values or a valid distribution, not {spec}.\n{EXAMPLE}")
+        for value in spec.get("values", [spec.get("low"), spec.get("high")]):
+            hyperparameters[key].check(key, value, path)
+    grid = all(isinstance(spec, list) for spec in space.values())
+    return {
+        key: {"distribution": "choice", "values": s} if isinstance(s, list) else s for key, s in space.items()
+    }, grid
+
+
+def valid(spec):
+    """Whether a distribution has the fields it needs: a non-empty list of values, or low < high."""
+    kind = DISTRIBUTIONS.get(spec.get("distribution")) if isinstance(spec, dict) else None
+    if kind is None:
+        return False
+    if kind.bounds is None:
+        return isinstance(spec.get("values"), list) and bool(spec["values"])
+    low, high = spec.get("low"), spec.get("high")
+    numbers = (int,) if kind.bounds is int else (int, float)
+    typed = all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high))
+    return typed and low < high and (spec["distribution"] != "log_uniform" or low > 0)
+
+
+def grid_trials(space):
+    """Every combination of the listed values, as a list of {key: value} dicts."""
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[key]["values"] for key in keys))]
+
+
+def random_trials(space, num_trials, seed):
+    """num_trials draws from the distributions; the same seed gives the same trials."""
+    rng = random.Random(seed)
+    return [
+        {key: DISTRIBUTIONS[s["distribution"]].sample(s, rng) for key, s in space.items()} for _ in range(num_trials)
+    ]
+
+
+def suggest(trial, space):
+    """An Optuna trial's values for the space (the TPE search)."""
+    return {key: DISTRIBUTIONS[s["distribution"]].suggest(trial, key, s) for key, s in space.items()}
+
+
+def trial_name(values):
+    """{'learning_rate': 0.001, 'batch_size': 64} -> 'learning_rate_0.001-batch_size_64'."""
+    name = "-".join(f"{key}_{json.dumps(value)}" for key, value in values.items())
+    # Only characters that are safe in a folder name on every OS.
+    return re.sub(r"[^A-Za-z0-9._-]", "", name.replace(" ", ""))

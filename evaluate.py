@@ -43,6 +43,8 @@ def main():
     output_dir = Path(args.output_dir or model_dir)
 
     # Log to the console and to evaluate.log (the console only if the folder is read-only)
+    if args.output_dir:
+        output_dir.mkdir(parents=True, exist_ok=True)
     set_logger(output_dir / "evaluate.log", required=bool(args.output_dir))
 
     # The network with its trained weights, and the hyperparameters it was trained with

@@ -48,13 +48,15 @@ def list_images(paths):
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            for other in (p for p in found if not p.is_file()):  # a pipe or a device would block the reader
+                logging.warning(f"Skipped {other}: not a regular file")
+            files += [p for p in found if p.is_file()]
         elif path.is_file():
             files.append(path)  # named explicitly: tried whatever its extension
-        elif path.exists():  # a pipe or a device would block the reader
-            raise UserError(f"{path} is not a regular file. Give image files or folders of images.")
         else:
-            raise UserError(f"{path} does not exist. Give image files or folders of images.")
+            problem = "is not a regular file" if path.exists() else "does not exist"
+            raise UserError(f"{path} {problem}. Give image files or folders of images.")
     if not files:
         raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}.")
     return files
@@ -81,11 +83,11 @@ def main():
     if args.top_k < 1:
         raise UserError("--top_k must be at least 1.")
 
-    # The network with its trained weights, and the hyperparameters it was trained with
+    # The images, then the network with its trained weights and the hyperparameters it was trained with
     set_logger(model_dir / "predict.log", required=False)
+    files = list_images(args.images)
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
     class_names = load_class_names(args.data_dir or data_dir_of(model_dir), params.num_labels)
-    files = list_images(args.images)
     logging.info(f"Predicting {len(files)} images with the weights in {checkpoint_prefix}")
 
     # Read, preprocess and classify the images batch by batch

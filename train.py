@@ -105,6 +105,8 @@ def main():
             # Define the model, its variables placed by the strategy
             logging.info(f"Creating the model on {strategy.num_replicas_in_sync} replica(s)...")
             spec = model_spec(params, strategy)
+            spec.model.summary(print_fn=lambda text, **_: logging.info(text))
+            run.record["model"] = {"model_version": params.model_version, "parameters": spec.model.count_params()}
 
             # Train, evaluating on dev after each epoch
             logging.info(f"Starting training for {params.num_epochs} epochs")

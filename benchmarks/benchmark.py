@@ -125,9 +125,7 @@ def in_memory_dataset(params, images, labels, options):
     """The training pipeline of input_fn, with its tf.data options, but from decoded tensors
     instead of JPEG files."""
     dataset = tf.data.Dataset.from_tensor_slices((images, np.array(labels, np.int32)))
-    dataset = dataset.shuffle(len(labels)).map(
-        lambda x, y: augment(x, y, params), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    dataset = dataset.shuffle(len(labels)).map(lambda x, y: augment(x, y, params), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 

@@ -1,5 +1,6 @@
 """Logging: every console line also goes into the run's log file."""
 
+import errno
 import logging
 import sys
 
@@ -35,11 +36,12 @@ def set_logger(log_path, required=True):
     logger.addHandler(console)
     refuse_link(log_path)
     try:
-        log_file = logging.FileHandler(log_path)
+        log_file = logging.FileHandler(log_path, encoding="utf-8")
     except OSError as error:
-        if required or error.errno not in NOT_WRITABLE:
+        if required or error.errno not in (*NOT_WRITABLE, errno.ENOENT):
             raise
-        logging.warning(f"Warning: cannot write {log_path} ({error.strerror}): logging to the console only")
+        if error.errno != errno.ENOENT:  # a missing folder is for the script to report
+            logging.warning(f"Warning: cannot write {log_path} ({error.strerror}): logging to the console only")
         return
     log_file.setFormatter(logging.Formatter("%(asctime)s:%(levelname)s: %(message)s"))
     logger.addHandler(log_file)

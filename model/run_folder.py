@@ -6,6 +6,7 @@ search, synthesize_results.py and `make clean` all read.
 
 import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def training_lock(folder):
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     try:
+        tempfile.TemporaryFile(dir=folder).close()  # the folder is writable, not only a lock file left in it
         handle = open_for_append(Path(folder) / ".lock")
     except OSError as error:
         if error.errno not in NOT_WRITABLE:

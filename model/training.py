@@ -221,8 +221,8 @@ def save_epoch(model_dir, record, managers, is_best):
         if getattr(error, "errno", errno.ENOSPC) not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise UserError(
-            f"The disk holding {model_dir} is full: epoch {epoch} could not be saved. Epochs 1 to {epoch - 1} "
-            f"are safe. Free some space, then continue with --restore_from {model_dir / 'last_weights'}."
+            f"The disk holding {model_dir} is full: epoch {epoch} could not be saved (the epochs before it are). "
+            f"Free some space, then continue with --restore_from {model_dir / 'last_weights'}."
         ) from None
 
 

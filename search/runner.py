@@ -131,8 +131,9 @@ def run_trial(command, trial_dir, threads, watch=None):
         output.seek(start)
         # Progress bars redraw with '\r': split on it too, so that lines are whole messages.
         lines = [line for line in output.read().replace("\r", "\n").splitlines() if line.strip()]
-    # train.py's own message if it stopped on one; lines of another process writing here do not hide it
-    errors = [line for line in lines if line.startswith("Error:")]
+    # train.py's own message if it stopped on one: another process writing into output.log (an
+    # earlier search's train.py still running) can put its lines around it, even on its line.
+    errors = [line[line.index("Error: ") :] for line in lines if "Error: " in line]
     return returncode, errors[-1:] or lines[-6:]
 
 

@@ -3,6 +3,7 @@
 Everything is generated here, in code: the tests download nothing and need no demo data.
 """
 
+import ctypes
 import json
 import os
 import subprocess
@@ -85,14 +86,27 @@ def train_losses(model_dir):
     return [float(line.split("loss: ")[1].split()[0]) for line in log.splitlines() if "Train metrics" in line]
 
 
-def run_script(script, *args, timeout=300):
-    """Runs one of the repository's scripts as a user would, returning the finished process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_script(script, *args, timeout=300, env=None, as_user=False):
+    """Runs one of the repository's scripts as a user would, returning the finished process.
+
+    env: variables to add; as_user: without the powers that let root ignore file permissions.
+    """
     return subprocess.run(
         [sys.executable, str(REPO / script), *map(str, args)],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=drop_root_powers if as_user else None,
     )
+
+
+def drop_root_powers():
+    """Runs in the child before it starts the script: as root, gives up the capabilities that
+    ignore file permissions, so that a read-only folder is read-only to the script, as to a user."""
+    if os.geteuid() == 0:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        for capability in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+            if prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone once the script starts
+                raise OSError(ctypes.get_errno(), "cannot drop root's capabilities")

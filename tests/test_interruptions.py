@@ -1,6 +1,7 @@
 """Interrupted training loses at most the epoch in progress, and resumes to the planned end."""
 
 import json
+import random
 import shutil
 import signal
 import subprocess
@@ -182,3 +183,52 @@ def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(built
         first.communicate(timeout=120)
     assert first.returncode == 130
     assert "Restored" not in (model_dir / "train.log").read_text(), "the second run must not have started"
+
+
+def saving_began(model_dir, before):
+    """Whether a save began since `before` (the files of the weights folders then)."""
+    return weight_files(model_dir) - before
+
+
+def weight_files(model_dir):
+    return {str(path) for path in model_dir.glob("*_weights/*")}
+
+
+@pytest.mark.slow  # 30 starts of train.py: about 4 minutes
+def test_thirty_kills_at_random_moments_never_strand_a_run(built_dataset, model_dir):
+    # Each kill -9 lands at a random moment, or just as a save begins (the first ones in epoch
+    # 1's saves); each is followed by the same resume command. The run must end where planned.
+    num_epochs = 60  # more than 30 kills can interrupt
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=num_epochs, batch_size=4)))
+    resume = [sys.executable, str(REPO / "train.py"), "--model_dir", str(model_dir), "--data_dir", str(built_dataset)]
+    resume += ["--restore_from", str(model_dir / "last_weights")]
+    rng = random.Random(0)
+    for kill in range(30):
+        before = weight_files(model_dir)
+        process = subprocess.Popen(resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kill % 2 == 0:  # as a save begins
+            while not saving_began(model_dir, before) and process.poll() is None:
+                time.sleep(0.001)
+        else:  # at a random moment, most often while training
+            deadline = time.monotonic() + rng.uniform(1, 6)
+            while time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.01)
+        process.kill()
+        process.wait()
+        assert process.returncode in (-signal.SIGKILL, 0), f"kill {kill}: train.py failed before the kill"
+        if process.returncode == 0:
+            break  # the run ended before this kill came
+
+    finished = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert kill >= 29, "fewer than 30 kills landed before the run ended"
+    history = read_json_lines(model_dir / "history.jsonl")
+    assert [record["epoch"] for record in history] == list(range(1, num_epochs + 1))
+    assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == num_epochs
+    best = json.loads((model_dir / "metrics_eval_best_weights.json").read_text())
+    assert best == {key: value for key, value in history[best["epoch"] - 1].items() if not key.startswith("train_")}
+    assert [path.name for path in (model_dir / "best_weights").glob("ckpt-*.index")] == [f"ckpt-{best['epoch']}.index"]
+    assert saved_epochs(model_dir) == list(range(num_epochs - 4, num_epochs + 1))
+    assert not list(model_dir.glob("*_weights/*_temp")) and not list(model_dir.glob(".*.tmp"))
+    assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"

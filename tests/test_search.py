@@ -20,7 +20,9 @@ def make_search(parent, space, **params):
     """A search folder: a tiny params.json and search.json (a dict, raw text, or None for none)."""
     parent.mkdir(parents=True, exist_ok=True)
     (parent / "params.json").write_text(json.dumps(tiny_params(**params), indent=4))
-    if space is not None:
+    if isinstance(space, bytes):
+        (parent / "search.json").write_bytes(space)
+    elif space is not None:
         (parent / "search.json").write_text(space if isinstance(space, str) else json.dumps(space))
     return parent
 
@@ -106,8 +108,22 @@ def running_processes_mentioning(text):
         ({"learning_rat": [0.01]}, ["'learning_rat' is not a hyperparameter", "learning_rate"]),
         ({"learning_rate": []}, ["the list of values for 'learning_rate' is empty"]),
         ({"learning_rate": {"distribution": "log_uniform", "low": 0, "high": 0.1}}, ["'learning_rate' must be"]),
+        ({"num_channels": {"distribution": "int_uniform", "low": 1.5, "high": 8.5}}, ["'num_channels' must be"]),
+        ({"batch_size": [16, 0]}, ["batch_size = 0 is not valid"]),
+        ({"model_version": ["base_model", "no_such_model"]}, ['model_version = "no_such_model" is not valid']),
+        ('{"learning_rate": [0.01], "note": "\xe9t\xe9"}'.encode("latin-1"), ["search.json is not UTF-8"]),
     ],
-    ids=["missing", "malformed", "unknown_key", "empty_list", "log_uniform_from_zero"],
+    ids=[
+        "missing",
+        "malformed",
+        "unknown_key",
+        "empty_list",
+        "log_uniform_from_zero",
+        "int_uniform_of_floats",
+        "invalid_value",
+        "unknown_network",
+        "not_utf8",
+    ],
 )
 def test_search_json_mistake_is_a_clear_error(tmp_path, space, expected):
     parent = make_search(tmp_path / "search", space)
@@ -218,6 +234,50 @@ def test_launcher_runs_every_trial_with_its_arguments_intact(tmp_path, built_dat
     for command in commands:
         assert command[:2] == [sys.executable, str(REPO / "train.py")]
         assert (Path(model_dir_of(command)) / "metrics_eval_best_weights.json").exists()
+
+
+@pytest.mark.parametrize(
+    "launcher, expected",
+    [
+        ("/nonexistent/srun", "/nonexistent/srun is not a command"),
+        ("srun --job-name='abc", "cannot be read as a command"),
+    ],
+    ids=["missing_program", "unbalanced_quote"],
+)
+@pytest.mark.parametrize("sampler", ["grid", "tpe"])
+def test_a_launcher_that_cannot_start_is_refused_before_any_trial(tmp_path, built_dataset, launcher, expected, sampler):
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
+
+    result = search(parent, built_dataset, "--launcher", launcher, "--sampler", sampler, "--num_trials", "1")
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert expected in result.stderr
+    assert not [path for path in parent.iterdir() if path.is_dir()], "no trial may start"
+    assert not (parent / "optuna_journal.log").exists(), "no study trial may be left running"
+
+
+def test_a_trial_refused_by_a_train_py_still_running_in_its_folder_says_so(tmp_path, built_dataset):
+    # After a kill -9 of a search, its train.py can go on; the search run again must report the
+    # lock, not the other process's progress lines, which land in the same output.log.
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01]}, num_epochs=100000)
+    trial = parent / "learning_rate_0.01"
+    trial.mkdir()
+    (trial / "params.json").write_text((parent / "params.json").read_text().replace("0.001", "0.01"))
+    assert json.loads((trial / "params.json").read_text())["learning_rate"] == 0.01
+    command = [sys.executable, str(REPO / "train.py"), "--model_dir", str(trial), "--data_dir", str(built_dataset)]
+    with open(trial / "output.log", "a") as output:
+        orphan = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for((trial / "last_weights").exists, orphan, 180, "the orphan's first epoch")
+        result = search(parent, built_dataset)
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+    assert result.returncode == 1, result.stderr
+    reason = result.stderr.split("failed (exit 2):\n")[1].splitlines()
+    assert reason[0].strip().startswith("Error: Another train.py is training in"), result.stderr
+    assert not reason[1].startswith("    "), "the message alone, not the other process's lines"
 
 
 def test_two_jobs_run_both_trials_each_into_its_own_log(tmp_path, built_dataset):

@@ -1,0 +1,113 @@
+"""What a forker does first, in a copy of the repository: add a metric, a network with a
+hyperparameter of its own, an augmentation. Each is an edit of one file, and the scripts use it."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, tiny_params
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@pytest.fixture
+def fork(tmp_path, built_dataset):
+    """A copy of the repository's code, and a run folder in it: (copy, run folder, data)."""
+    copy = tmp_path / "fork"
+    ignore = shutil.ignore_patterns(".*", "__pycache__", "data", "experiments", "tests", "benchmarks")
+    shutil.copytree(REPO, copy, ignore=ignore)
+    (copy / "experiments" / "run").mkdir(parents=True)
+    (copy / "experiments" / "run" / "params.json").write_text(json.dumps(tiny_params()))
+    return copy, copy / "experiments" / "run", built_dataset
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not in {path} once"
+    path.write_text(text.replace(old, new))
+
+
+def run(copy, script, *args):
+    result = subprocess.run(
+        [sys.executable, script, *map(str, args)], cwd=copy, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_a_metric_added_in_one_line_is_logged_saved_summarised_tabulated_and_can_pick_the_best(fork):
+    copy, run_dir, data = fork
+    edit(
+        copy / "model" / "model_fn.py",
+        '    "accuracy": keras.metrics.SparseCategoricalAccuracy,\n',
+        '    "accuracy": keras.metrics.SparseCategoricalAccuracy,\n'
+        '    "top_3_accuracy": lambda: keras.metrics.SparseTopKCategoricalAccuracy(k=3),\n',
+    )
+
+    trained = run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data, "--param", "best_metric=top_3_accuracy")
+    run(copy, "evaluate.py", "--model_dir", run_dir)
+    run(copy, "synthesize_results.py", "--parent_dir", copy / "experiments", "--metric", "top_3_accuracy")
+
+    assert "Eval metrics: loss: " in trained.stderr and "top_3_accuracy: " in trained.stderr
+    assert "Found new best top_3_accuracy" in trained.stderr
+    for split in ("eval", "test"):
+        metrics = json.loads((run_dir / f"metrics_{split}_best_weights.json").read_text())
+        assert metrics["accuracy"] <= metrics["top_3_accuracy"] <= 1.0
+    for summaries in ("train_summaries", "eval_summaries"):
+        events = EventAccumulator(str(run_dir / summaries), size_guidance={"tensors": 0})
+        events.Reload()
+        assert "top_3_accuracy" in events.Tags()["tensors"], summaries
+    header = (copy / "experiments" / "results.csv").read_text().splitlines()[0].split(",")
+    assert "top_3_accuracy" in header
+
+
+NEW_NETWORK = '''
+
+@network(width=at_least(1, 8))
+def tiny_mlp(params):
+    """A new network with a hyperparameter of its own."""
+    images = keras.Input(shape=(params.image_size, params.image_size, 3))
+    x = keras.layers.Dense(params.width, activation="relu")(keras.layers.Flatten()(images))
+    return keras.Model(images, logits(x, params))
+'''
+
+
+def test_a_network_with_its_own_hyperparameter_is_one_edit_and_earlier_runs_still_load(fork):
+    copy, run_dir, data = fork
+    run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data)  # a run from before the new network
+    with open(copy / "model" / "model_fn.py", "a") as f:
+        f.write(NEW_NETWORK)
+    (copy / "experiments" / "mlp").mkdir()
+    (copy / "experiments" / "mlp" / "params.json").write_text(
+        json.dumps(tiny_params(model_version="tiny_mlp", width=5))
+    )
+
+    run(copy, "evaluate.py", "--model_dir", run_dir)
+    run(copy, "train.py", "--model_dir", copy / "experiments" / "mlp", "--data_dir", data)
+    typo = subprocess.run(
+        [sys.executable, "train.py", "--model_dir", run_dir, "--param", "widht=5"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+    )
+
+    assert json.loads((copy / "experiments" / "mlp" / "params_used.json").read_text())["width"] == 5
+    assert "Dense" in (copy / "experiments" / "mlp" / "train.log").read_text()  # the network's summary
+    assert typo.returncode == 2 and "Did you mean 'width'?" in typo.stderr
+
+
+NEW_AUGMENTATION = (
+    "AUGMENTATIONS = {\n",
+    'AUGMENTATIONS = {\n    "random_contrast": (lambda image, s: tf.image.random_contrast(image, 1 - s, 1 + s), '
+    'fraction(0.0, "contrast is multiplied by 1 - it to 1 + it")),\n',
+)
+
+
+def test_an_augmentation_is_one_edit(fork):
+    copy, run_dir, data = fork
+    edit(copy / "model" / "input_fn.py", *NEW_AUGMENTATION)
+
+    run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data, "--param", "random_contrast=0.3")
+
+    assert json.loads((run_dir / "params_used.json").read_text())["random_contrast"] == 0.3

@@ -1,0 +1,349 @@
+"""Faults a hostile user, a full disk or an odd file brings: each is one clear message and exit
+status 2, or handled, never a traceback; nothing is lost, and nothing is written outside the
+folders given. (Kills and damaged checkpoints: test_interruptions.py.)"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, run_script, tiny_params, write_image
+from PIL import Image
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("Error:") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def train(model_dir, data_dir, *args, **kwargs):
+    return run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for 2 epochs: (model_dir, data_dir); tests copy it before changing it."""
+    root = tmp_path_factory.mktemp("faults")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("dev", 12), ("test", 12)):
+        (root / "data" / split).mkdir(parents=True)
+        for i in range(n):
+            write_image(root / "data" / split / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
+    (root / "run").mkdir()
+    (root / "run" / "params.json").write_text(json.dumps(tiny_params()))
+    assert train(root / "run", root / "data").returncode == 0
+    return root / "run", root / "data"
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    """A copy of the trained run, to change."""
+    shutil.copytree(trained[0], tmp_path / "run")
+    return tmp_path / "run", trained[1]
+
+
+# Mistakes in the files a user writes
+
+
+@pytest.mark.parametrize("content", [b'{"learning_rate": 0.01, "name": "\xe9t\xe9"}', b"\xff\xfe{\x00}\x00"])
+def test_params_json_that_is_not_utf8(model_dir, trained, content):
+    (model_dir / "params.json").write_bytes(content)
+    assert_user_error(train(model_dir, trained[1]), "params.json is not UTF-8 text", "Save it as UTF-8")
+
+
+def test_params_json_that_cannot_be_read(model_dir, trained):
+    (model_dir / "params.json").chmod(0)
+    assert_user_error(train(model_dir, trained[1], as_user=True), "Cannot read", "params.json")
+
+
+def test_a_gap_in_the_labels_follows_one_rule(model_dir, tmp_path):
+    # Labels 0..5 and 9: num_labels 10 trains, naming the classes without images; 7 says to set 10.
+    rng = np.random.default_rng(0)
+    for split in ("train", "dev"):
+        (tmp_path / "gap" / split).mkdir(parents=True)
+        for i in range(14):
+            label = [0, 1, 2, 3, 4, 5, 9][i % 7]
+            write_image(tmp_path / "gap" / split / f"{label}_IMG_{i}.jpg", label % 6, rng, size=(16, 16))
+
+    refused = train(model_dir, tmp_path / "gap", "--param", "num_labels=7")
+    trained = train(model_dir, tmp_path / "gap", "--param", "num_labels=10", "--param", "num_epochs=1")
+
+    assert_user_error(refused, "labels [9] outside 0..6", "Set num_labels to 10")
+    assert trained.returncode == 0, trained.stderr
+    assert "no images of label(s) [6, 7, 8]" in (model_dir / "train.log").read_text()
+
+
+def test_tf_config_with_a_task_outside_its_cluster(model_dir, trained):
+    cluster = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 2}}
+    result = train(
+        model_dir, trained[1], "--param", "distribution=multi_worker", env={"TF_CONFIG": json.dumps(cluster)}
+    )
+    assert_user_error(result, "task index 2", "lists 2 worker(s), numbered from 0")
+    assert not (model_dir / "last_weights").exists()
+
+
+def test_evaluate_split_takes_only_split_names(run_copy, tmp_path):
+    model_dir, data_dir = run_copy
+    result = run_script("evaluate.py", "--model_dir", model_dir, "--split", f"/../../../..{tmp_path}/elsewhere")
+    assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*elsewhere*"))
+
+
+# A folder the user may read but not write: a model shared with them
+
+
+def test_a_read_only_experiment_is_evaluated_and_used_but_not_trained(run_copy, tmp_path):
+    model_dir, data_dir = run_copy
+    files_before = sorted(path.name for path in model_dir.iterdir())
+    model_dir.chmod(0o555)
+    try:
+        evaluated = run_script("evaluate.py", "--model_dir", model_dir, as_user=True)
+        saved_elsewhere = run_script(
+            "evaluate.py", "--model_dir", model_dir, "--output_dir", tmp_path / "out", as_user=True
+        )
+        predicted = run_script("predict.py", "--model_dir", model_dir, data_dir / "test", as_user=True)
+        resumed = train(model_dir, data_dir, "--restore_from", model_dir / "last_weights", as_user=True)
+    finally:
+        model_dir.chmod(0o755)
+
+    for result in (evaluated, saved_elsewhere, predicted):
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "Test metrics on 12 images" in evaluated.stderr and "not writable" in evaluated.stderr
+    assert json.loads((tmp_path / "out" / "metrics_test_best_weights.json").read_text())["accuracy"] >= 0
+    assert "Predicted 12 images" in predicted.stderr
+    assert_user_error(resumed, f"{model_dir} is not writable")
+    assert sorted(path.name for path in model_dir.iterdir()) == files_before
+
+
+# Outputs never go through a symbolic link, nor outside the folders given
+
+
+@pytest.mark.parametrize("name", ["train.log", "history.jsonl", "last_weights", "metrics_eval_best_weights.json"])
+def test_an_output_that_is_a_link_is_refused_and_its_target_untouched(run_copy, tmp_path, name):
+    model_dir, data_dir = run_copy
+    target = tmp_path / "elsewhere"
+    shutil.move(model_dir / name, target)
+    (model_dir / name).symlink_to(target)
+    before = target.read_bytes() if target.is_file() else sorted(p.name for p in target.iterdir())
+
+    result = train(model_dir, data_dir, "--restore_from", model_dir / "last_weights", "--param", "num_epochs=3")
+
+    assert_user_error(result, f"{model_dir / name} is a symbolic link")
+    assert (target.read_bytes() if target.is_file() else sorted(p.name for p in target.iterdir())) == before
+
+
+def test_overwrite_removes_a_link_not_its_target(run_copy, tmp_path):
+    model_dir, data_dir = run_copy
+    shutil.move(model_dir / "last_weights", tmp_path / "kept")
+    (model_dir / "last_weights").symlink_to(tmp_path / "kept")
+    kept = sorted(path.name for path in (tmp_path / "kept").iterdir())
+
+    result = train(model_dir, data_dir, "--overwrite")
+
+    assert result.returncode == 0, result.stderr
+    assert not (model_dir / "last_weights").is_symlink() and (model_dir / "last_weights" / "ckpt-2.index").exists()
+    assert sorted(path.name for path in (tmp_path / "kept").iterdir()) == kept
+
+
+def test_export_onto_a_link_is_refused(run_copy, tmp_path):
+    model_dir, _ = run_copy
+    (tmp_path / "served").mkdir()
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "saved_model").symlink_to(tmp_path / "served")
+
+    result = run_script("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
+
+    assert_user_error(result, "saved_model is a symbolic link")
+    assert list((tmp_path / "served").iterdir()) == []
+
+
+def test_build_dataset_onto_a_linked_split_folder_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / "raw" / name).mkdir(parents=True)
+        for i in range(5):
+            write_image(tmp_path / "raw" / name / f"{i}.jpg", i % 2, rng)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.jpg").write_bytes(b"someone else's")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train").symlink_to(tmp_path / "elsewhere")
+
+    result = run_script("build_dataset.py", "--data_dir", tmp_path / "raw", "--output_dir", tmp_path / "out")
+
+    assert_user_error(result, f"{tmp_path / 'out' / 'train'} is a symbolic link")
+    assert [path.name for path in (tmp_path / "elsewhere").iterdir()] == ["keep.jpg"]
+
+
+def test_json_outputs_follow_the_umask(model_dir, trained):
+    command = [sys.executable, str(REPO / "train.py"), "--model_dir", str(model_dir), "--data_dir", str(trained[1])]
+    result = subprocess.run(["sh", "-c", 'umask 027 && exec "$@"', "sh", *command], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    for name in ("run.json", "params_used.json", "metrics_eval_last_weights.json", "history.jsonl", "train.log"):
+        assert stat.S_IMODE((model_dir / name).stat().st_mode) == 0o640, name
+
+
+# A full disk: the run stops with a message, and resumes once there is room
+
+
+FULL_DISK = """
+set -u
+mount -t tmpfs -o size=12m tmpfs "$1" || exit 99
+cp -r "$2" "$1/run"
+head -c 9M /dev/zero > "$1/ballast"
+"$3" "$4" --model_dir "$1/run" --data_dir "$5" --param num_epochs=30 2> "$6/full.err"
+echo $? > "$6/full.status"
+rm "$1/ballast"
+resume="--restore_from $1/run/last_weights --param num_epochs=5"
+"$3" "$4" --model_dir "$1/run" --data_dir "$5" $resume 2> "$6/freed.err"
+echo $? > "$6/freed.status"
+cp -r "$1/run" "$6/run"
+"""
+
+
+def test_a_full_disk_stops_training_clearly_and_the_run_resumes_once_space_is_freed(model_dir, trained, tmp_path):
+    # The experiment on a 12 MB file system mounted in a namespace of its own, 9 MB of it taken
+    # by a ballast file: a few epochs' checkpoints fit, then the disk is full. Deleting the
+    # ballast frees space, and the same command with --restore_from continues the run.
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_channels=16)))
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux's unshare to mount a small file system")
+    (tmp_path / "disk").mkdir()
+    arguments = [tmp_path / "disk", model_dir, sys.executable, REPO / "train.py", trained[1], tmp_path]
+    namespace = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", FULL_DISK, "sh"]
+    subprocess.run([*namespace, *map(str, arguments)], timeout=600)
+    if not (tmp_path / "full.status").exists():
+        pytest.skip("this machine does not allow mounting a file system in a user namespace")
+    full, freed = ((tmp_path / f"{name}.err").read_text() for name in ("full", "freed"))
+
+    assert (tmp_path / "full.status").read_text().strip() == "2" and "Traceback" not in full
+    assert "is full: epoch" in full and "could not be saved (the epochs before it are)" in full
+    assert "--restore_from" in full
+    assert (tmp_path / "freed.status").read_text().strip() == "0", freed
+    assert "epochs done" in freed and "Epoch 5/5 - Eval metrics" in freed
+    history = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert history == [1, 2, 3, 4, 5]
+    assert len(list((tmp_path / "run" / "best_weights").glob("ckpt-*"))) == 2  # one checkpoint: .index, .data
+
+
+# Images are read by one rule everywhere: build_dataset.py, predict.py and the exported model
+
+
+def test_high_bit_depth_and_float_images_keep_their_tones():
+    from model.images import to_rgb
+
+    ramp = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535
+    for image in (Image.fromarray(ramp), Image.fromarray(ramp.astype(np.int32)), Image.fromarray(ramp / 65535.0)):
+        assert image.mode in ("I;16", "I", "F")
+        grey = np.asarray(to_rgb(image))[..., 0]
+        np.testing.assert_array_equal(grey.ravel(), np.arange(256)), image.mode
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    result = run_script("export.py", "--model_dir", trained[0], "--output_dir", folder, "--format", "saved_model")
+    assert result.returncode == 0, result.stderr
+    return folder / "saved_model"
+
+
+def odd_images(folder):
+    """Image files whose pixels need a rule to become 8-bit RGB: bit depth and transparency."""
+    import tensorflow as tf
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+    (folder / "rgb16.png").write_bytes(tf.io.encode_png(tf.constant(colour)).numpy())
+    (folder / "grey16.png").write_bytes(tf.io.encode_png(tf.constant(colour[..., :1])).numpy())
+    rgba = np.dstack([rng.integers(0, 256, (20, 24, 3)), np.tile(np.arange(0, 240, 10), (20, 1))]).astype(np.uint8)
+    Image.fromarray(rgba).save(folder / "rgba.png")
+    Image.fromarray(rgba).save(folder / "rgba.webp", lossless=True)
+    Image.fromarray(rgba[..., 2:]).convert("LA").save(folder / "grey_alpha.png")
+    return sorted(folder.iterdir())
+
+
+def test_predict_and_the_saved_model_read_odd_images_alike(trained, exported, tmp_path):
+    import tensorflow as tf
+
+    images = odd_images(tmp_path / "odd")
+    predicted = run_script(
+        "predict.py", "--model_dir", trained[0], *images, "--output", tmp_path / "p.csv", "--top_k", 6
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    with open(tmp_path / "p.csv") as f:
+        rows = {line.split(",")[0]: line.strip().split(",")[1:] for line in list(f)[1:]}
+    serving = tf.saved_model.load(str(exported)).signatures["serving_default"]
+
+    for path in images:
+        probabilities = serving(image_bytes=tf.constant([path.read_bytes()]))["probabilities"].numpy()[0]
+        from_predict = {int(rows[str(path)][i]): float(rows[str(path)][i + 1]) for i in range(0, 12, 2)}
+        np.testing.assert_allclose(
+            [from_predict[label] for label in range(6)], probabilities, atol=1e-5, err_msg=path.name
+        )
+
+
+def test_sixteen_bit_images_are_built_with_their_tones_not_white(tmp_path):
+    import tensorflow as tf
+
+    ramp = np.repeat(np.arange(0, 65536, 4096, dtype=np.uint16), 16).reshape(16, 16)
+    for name in ("cat", "dog"):
+        (tmp_path / "raw" / name).mkdir(parents=True)
+        for i in range(5):
+            png = tf.io.encode_png(tf.constant(np.dstack([ramp] * 3)))
+            (tmp_path / "raw" / name / f"{i}.png").write_bytes(png.numpy())
+
+    result = run_script(
+        "build_dataset.py", "--data_dir", tmp_path / "raw", "--output_dir", tmp_path / "out", "--size", 16
+    )
+
+    assert result.returncode == 0, result.stderr
+    built = np.asarray(Image.open(next((tmp_path / "out" / "train").iterdir())), np.float32)
+    assert built.min() < 10 and built.max() > 230  # the ramp, 0 to 65535 -> 0 to 255
+
+
+def test_a_pipe_named_like_an_image_is_skipped_not_waited_on(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / "raw" / name).mkdir(parents=True)
+        for i in range(5):
+            write_image(tmp_path / "raw" / name / f"{i}.jpg", i % 2, rng)
+    os.mkfifo(tmp_path / "raw" / "cat" / "pipe.jpg")
+
+    built = run_script(
+        "build_dataset.py", "--data_dir", tmp_path / "raw", "--output_dir", tmp_path / "out", timeout=120
+    )
+    predicted = run_script("predict.py", "--model_dir", trained[0], tmp_path / "raw" / "cat" / "pipe.jpg", timeout=120)
+    in_folder = run_script("predict.py", "--model_dir", trained[0], tmp_path / "raw" / "cat", timeout=120)
+
+    assert built.returncode == 0, built.stderr
+    assert f"{tmp_path / 'raw' / 'cat' / 'pipe.jpg'}: not a regular file" in built.stderr
+    assert sum(len(list((tmp_path / "out" / split).iterdir())) for split in ("train", "dev", "test")) == 10
+    assert_user_error(predicted, "pipe.jpg is not a regular file")
+    assert in_folder.returncode == 0 and "Predicted 5 images" in in_folder.stderr
+    assert f"Skipped {tmp_path / 'raw' / 'cat' / 'pipe.jpg'}: not a regular file" in in_folder.stderr
+
+
+def test_a_decompression_bomb_warning_is_one_line_of_the_log(tmp_path):
+    (tmp_path / "raw" / "big").mkdir(parents=True)
+    (tmp_path / "raw" / "small").mkdir(parents=True)
+    Image.new("L", (9500, 9500)).save(tmp_path / "raw" / "big" / "huge.png")  # over Pillow's 89.5 million pixels
+    for i in range(3):
+        Image.new("L", (20, 20)).save(tmp_path / "raw" / "small" / f"{i}.png")
+
+    result = run_script(
+        "build_dataset.py", "--data_dir", tmp_path / "raw", "--output_dir", tmp_path / "out", "--size", 16
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "DecompressionBombWarning" not in result.stderr and "warnings.warn" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "huge.png" in line]
+    assert len(lines) == 1 and "90250000 pixels" in lines[0] and "Read anyway" in lines[0]
+    assert lines[0] in (tmp_path / "out" / "build_dataset.log").read_text()

@@ -11,9 +11,11 @@ given dev split, a seeded 20% of the train images (stratified by class) becomes 
 are not used are named in a warning; so are the files that cannot be read as images.
 
 Writes OUTPUT_DIR/{train,dev,test}/{label}_{name}.jpg, OUTPUT_DIR/classes.json (label -> class
-name) and OUTPUT_DIR/build_dataset.log. Resizing once here, rather than on every epoch, makes
-training much faster: decoding a 3000x3000 phone photo takes longer than a training step on its
-64x64 copy.
+name), OUTPUT_DIR/build.json (the size and --resize mode, which predict.py and export.py follow)
+and OUTPUT_DIR/build_dataset.log. Non-square images are squashed to a square by default;
+--resize crop keeps their centre square, --resize pad adds black borders. Resizing once here,
+rather than on every epoch, makes training much faster: decoding a 3000x3000 phone photo takes
+longer than a training step on its 64x64 copy.
 
 Example:
     python build_dataset.py --data_dir data/SIGNS --output_dir data/64x64_SIGNS
@@ -32,10 +34,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from model.dataset import SPLITS, label_from_filename, split_folder
+from model.dataset import SPLITS, label_from_filename
 from model.errors import UserError, run_main
 from model.files import refuse_link, save_json
-from model.images import IMAGE_EXTENSIONS, UNREADABLE, read_rgb, worker_pool
+from model.images import IMAGE_EXTENSIONS, RESIZE_MODES, UNREADABLE, read_rgb, square, worker_pool
 from model.logs import set_logger
 
 # Names a dataset gives its dev split, in the order they are looked for
@@ -49,6 +51,13 @@ parser.add_argument(
     help="Where to write the resized dataset (default data/{SIZE}x{SIZE}_{DATA_DIR's name})",
 )
 parser.add_argument("--size", type=int, default=64, help="Side of the square output images, in pixels")
+parser.add_argument(
+    "--resize",
+    choices=RESIZE_MODES,
+    default="squash",
+    help="How non-square images become square: stretched (squash), their centre square (crop), or padded "
+    "with black (pad)",
+)
 parser.add_argument("--seed", type=int, default=230, help="Seed of the dev and test splits")
 parser.add_argument("--dev_fraction", type=float, default=0.2, help="Share of the train images kept for dev")
 parser.add_argument(
@@ -149,18 +158,18 @@ def output_name(label, name, taken):
 
 def resize_and_save(task):
     """Resizes one image and saves it as JPEG; returns (error or None, warning or None)."""
-    source, destination, size = task
+    source, destination, size, resize = task
     try:
         image, warning = read_rgb(source, size)
         temporary = destination.with_suffix(".tmp")
-        image.resize((size, size), Image.Resampling.BILINEAR).save(temporary, format="JPEG", quality=95)
+        square(image, resize).resize((size, size), Image.Resampling.BILINEAR).save(temporary, format="JPEG", quality=95)
         os.replace(temporary, destination)  # never leave a half-written image behind
         return None, warning
     except UNREADABLE as error:
         return f"{source}: {error}", None
 
 
-def build(splits, output_dir, size, workers):
+def build(splits, output_dir, size, resize, workers):
     """Writes every split's images resized into output_dir; returns the files skipped and the warnings."""
     tasks = []
     for split, items in splits.items():
@@ -169,7 +178,9 @@ def build(splits, output_dir, size, workers):
             shutil.rmtree(folder, ignore_errors=True)  # no stale images from an earlier build
         (output_dir / split).mkdir(parents=True)
         taken = set()
-        tasks += [(path, output_dir / split / output_name(label, name, taken), size) for path, label, name in items]
+        tasks += [
+            (path, output_dir / split / output_name(label, name, taken), size, resize) for path, label, name in items
+        ]
     with worker_pool(workers) as pool:
         results = list(
             tqdm(pool.imap(resize_and_save, tasks, chunksize=8), total=len(tasks), desc="Resizing", unit="img")
@@ -212,7 +223,7 @@ def main():
         splits["train"], splits["dev"] = split_stratified(splits["train"], args.dev_fraction, args.seed)
 
     # Resize and save, skipping (and listing) the files that cannot be read
-    errors, warnings = build(splits, output_dir, args.size, args.workers)
+    errors, warnings = build(splits, output_dir, args.size, args.resize, args.workers)
     for warning in warnings:
         logging.warning(f"Warning: {warning}")
     if skipped + errors:
@@ -220,10 +231,11 @@ def main():
             f"Skipped {len(skipped + errors)} file(s) that are not readable images:\n  " + "\n  ".join(skipped + errors)
         )
     save_json(dict(enumerate(class_names)), output_dir / "classes.json")
+    save_json({"size": args.size, "resize": args.resize}, output_dir / "build.json")  # for predict.py and export.py
 
     # Report what was written
     for split in SPLITS:
-        counts = Counter(label_from_filename(path) for path in split_folder(output_dir, split).glob("*.jpg"))
+        counts = Counter(label_from_filename(path) for path in (output_dir / split).glob("*.jpg"))
         per_class = ", ".join(f"{class_names[label]}: {counts[label]}" for label in sorted(counts))
         logging.info(f"{split}: {sum(counts.values())} images ({per_class})")
     logging.info(f"Done building the dataset in {output_dir}")

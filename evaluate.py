@@ -2,8 +2,11 @@
 
 Restores MODEL_DIR/best_weights (or --restore_from) with the hyperparameters it trained with,
 runs it over DATA_DIR/test (DATA_DIR: the data the model trained on, unless given) and writes
-MODEL_DIR/metrics_test_best_weights.json (named after the weights used) and MODEL_DIR/evaluate.log.
-For a model in a folder that is not writable, pass --output_dir.
+MODEL_DIR/metrics_test_best_weights.json (named after the weights used: the metrics, each
+class's precision, recall, F1 and support, and the confusion matrix), the same table in
+MODEL_DIR/evaluate.log, the confusion matrix as confusion_matrix_test_best_weights.png, and the
+metrics and the picture for TensorBoard (test/... in HParams and the images dashboard). For a
+model in a folder that is not writable, pass --output_dir.
 
 Example:
     python evaluate.py --model_dir experiments/base_model
@@ -11,18 +14,20 @@ Example:
 """
 
 import argparse
+import io
 import logging
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
+from model import report, summaries
 from model.checkpoints import load_trained_model, number
-from model.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split
+from model.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split, load_class_names
 from model.errors import NOT_WRITABLE, run_main
 from model.evaluation import Metrics, evaluate, make_eval_step
-from model.files import save_json
+from model.files import save_json, write_text_atomic
 from model.input_fn import input_fn
 from model.logs import set_logger
-from model.run_record import data_dir_of
+from model.run_folder import data_dir_of
 from model.training import format_metrics, set_seed
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,17 +63,28 @@ def main():
     check_split(files, labels, params, args.split)
     dataset = input_fn(False, files, labels, params, one_pass=True)
 
-    # Evaluate on the whole split and save the metrics, named after the weights
+    # Evaluate on the whole split, and each class
     metrics = Metrics()
-    results, _ = evaluate(make_eval_step(network, metrics), metrics, dataset, desc=args.split.capitalize())
+    step = make_eval_step(network, metrics)
+    results, _, confusion = evaluate(step, metrics, dataset, params.num_labels, desc=args.split.capitalize())
     logging.info(
         f"- {args.split.capitalize()} metrics on {len(files)} images from {data_dir}: {format_metrics(results)}"
     )
+    class_names = load_class_names(data_dir, params.num_labels)
+    per_class = report.per_class(confusion, class_names)
+    logging.info(report.table(per_class, confusion))
+
+    # Save them, named after the weights
     name = Path(args.restore_from).name if number(args.restore_from) is None else Path(args.restore_from).parent.name
     metrics_path = output_dir / f"metrics_{args.split}_{name}.json"
+    picture = report.picture(confusion, class_names)
     try:
-        save_json(results, metrics_path)
-        logging.info(f"Saved {metrics_path}")
+        save_json(results | {"per_class": per_class, "confusion_matrix": confusion}, metrics_path)
+        png = io.BytesIO()
+        picture.save(png, format="PNG")
+        write_text_atomic(png.getvalue(), output_dir / f"confusion_matrix_{args.split}_{name}.png")
+        summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture)
+        logging.info(f"Saved {metrics_path}, the confusion matrix as a PNG beside it, and TensorBoard summaries")
     except OSError as error:
         if error.errno not in NOT_WRITABLE or args.output_dir:
             raise

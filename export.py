@@ -4,13 +4,14 @@ Restores MODEL_DIR/best_weights (or --restore_from) and writes into MODEL_DIR/ex
 --output_dir) a model that takes images as they come and gives class probabilities:
   saved_model/  a SavedModel for TensorFlow Serving or tf.saved_model.load, with no Python
                 code needed. Its default signature takes encoded image files (image_bytes: a
-                batch of JPEG, PNG, GIF or BMP files, any size); serve_pixels takes uint8 pixels
-                [batch, height, width, 3]. Both return probabilities and the class name.
+                batch of JPEG, PNG, WebP, GIF or BMP files, any size); serve_pixels takes uint8
+                pixels [batch, height, width, 3]. Both return probabilities and the class name.
   model.keras   the Keras model: uint8 pixels [batch, height, width, 3] in, probabilities out.
-                Load it with keras.models.load_model after `import model.serving` (its layers
-                are this template's).
+                Load it with keras.models.load_model after `import model.layers` (its
+                preprocessing layer is this template's).
   classes.json  the class name of each label.
-Both resize and scale images with input_fn.preprocess, as evaluation and predict.py do.
+Both resize and scale images with input_fn.preprocess, as evaluation and predict.py do, and
+read image files by the rules of model/images.py.
 
 Example:
     python export.py --model_dir experiments/base_model
@@ -21,17 +22,23 @@ import argparse
 import logging
 import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
+
+# isort: split
+import tensorflow as tf
+
 from model.checkpoints import load_trained_model
-from model.dataset import load_class_names
+from model.dataset import load_class_names, resize_mode
 from model.errors import run_main
 from model.files import refuse_link, save_json
+from model.input_fn import decode_jpeg, resize_image, square
+from model.layers import Preprocess
 from model.logs import set_logger
-from model.run_record import data_dir_of
-from model.serving import classifier, export_saved_model
+from model.run_folder import data_dir_of
+
+keras = tf.keras
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder of the trained model")
@@ -41,19 +48,68 @@ parser.add_argument(
     help="Weights to export: best_weights or last_weights in MODEL_DIR, or any weights folder or prefix",
 )
 parser.add_argument(
-    "--format",
-    action="append",
-    choices=["saved_model", "keras"],
-    help="What to write (repeatable; default: both)",
+    "--format", action="append", choices=["saved_model", "keras"], help="What to write (repeatable; default: both)"
 )
 parser.add_argument("--output_dir", help="Where to write (default MODEL_DIR/export)")
 parser.add_argument("--data_dir", help="Dataset with the classes.json (default: the one the model trained on)")
 
 
+def classifier(network, image_size, resize):
+    """The network behind its preprocessing, with a softmax: uint8 [batch, height, width, 3] -> probabilities."""
+    pixels = keras.Input(shape=(None, None, 3), dtype="uint8", name="pixels")
+    probabilities = keras.layers.Softmax(name="probabilities")(network(Preprocess(image_size, resize)(pixels)))
+    return keras.Model(pixels, probabilities, name="classifier")
+
+
+def decode(image_bytes):
+    """An encoded JPEG, PNG, WebP, GIF or BMP file -> uint8 RGB pixels, by model/images.py's rules:
+    transparent pixels composited onto white (the transparency of GIF and BMP files is not read)."""
+    png_or_webp = tf.logical_or(
+        tf.strings.substr(image_bytes, 0, 4) == b"\x89PNG", tf.strings.substr(image_bytes, 8, 4) == b"WEBP"
+    )
+
+    def composited():
+        rgba = tf.cast(tf.io.decode_image(image_bytes, channels=4, expand_animations=False), tf.float32)
+        alpha = rgba[..., 3:] / 255
+        return tf.cast(tf.round(rgba[..., :3] * alpha + 255 * (1 - alpha)), tf.uint8)
+
+    return tf.case(
+        [(tf.io.is_jpeg(image_bytes), lambda: decode_jpeg(image_bytes)), (png_or_webp, composited)],
+        default=lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
+    )
+
+
+def write_saved_model(model, image_size, resize, class_names, path):
+    """A SavedModel for TensorFlow Serving: signatures serving_default (image_bytes, encoded image
+    files of any size) and serve_pixels (uint8 pixels), each giving probabilities and class."""
+    names = tf.constant(class_names)
+
+    def outputs(pixels):
+        probabilities = model(pixels)
+        return {"probabilities": probabilities, "class": tf.gather(names, tf.argmax(probabilities, axis=-1))}
+
+    def from_bytes(image_bytes):  # files of different sizes are decoded and resized one by one, then batched
+        decoded = tf.map_fn(
+            lambda data: resize_image(square(decode(data), resize), image_size),
+            image_bytes,
+            fn_output_signature=tf.uint8,
+        )
+        return outputs(decoded)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default", from_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+    )
+    archive.add_endpoint(
+        "serve_pixels", outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")]
+    )
+    archive.write_out(str(path), verbose=False)
+
+
 def replace_atomically(write, destination):
     """Calls write(path) on a temporary path next to `destination`, then moves it into place,
     so that an interrupted export never leaves half a model where a whole one was."""
-    destination = Path(destination)
     refuse_link(destination)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}.") as temporary:
         path = Path(temporary) / destination.name
@@ -67,23 +123,25 @@ def main():
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
     output_dir = Path(args.output_dir or model_dir / "export")
-    formats = args.format or ["saved_model", "keras"]
 
     # The network with its trained weights, behind the preprocessing and a softmax
     set_logger(model_dir / "export.log", required=False)
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
-    class_names = load_class_names(args.data_dir or data_dir_of(model_dir), params.num_labels)
-    model = classifier(network, params.image_size)
+    data_dir = args.data_dir or data_dir_of(model_dir)
+    class_names, resize = load_class_names(data_dir, params.num_labels), resize_mode(data_dir)
+    model = classifier(network, params.image_size, resize)
     logging.info(f"Exporting the weights in {checkpoint_prefix}")
 
     # Write each format
     output_dir.mkdir(parents=True, exist_ok=True)
     save_json(dict(enumerate(class_names)), output_dir / "classes.json")
-    if "saved_model" in formats:
-        write = partial(export_saved_model, model, params.image_size, class_names)
-        replace_atomically(write, output_dir / "saved_model")
+    if "saved_model" in (args.format or ["saved_model"]):
+        replace_atomically(
+            lambda path: write_saved_model(model, params.image_size, resize, class_names, path),
+            output_dir / "saved_model",
+        )
         logging.info(f"Saved {output_dir / 'saved_model'} (signatures: serving_default for image files, serve_pixels)")
-    if "keras" in formats:
+    if "keras" in (args.format or ["keras"]):
         replace_atomically(model.save, output_dir / "model.keras")
         logging.info(f"Saved {output_dir / 'model.keras'}")
 

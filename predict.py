@@ -21,14 +21,14 @@ from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.checkpoints import load_trained_model
-from model.dataset import load_class_names
+from model.dataset import load_class_names, resize_mode
 from model.errors import UserError, run_main
 from model.evaluation import predict
 from model.files import write_text_atomic
 from model.images import IMAGE_EXTENSIONS
 from model.input_fn import predict_input_fn
 from model.logs import set_logger
-from model.run_record import data_dir_of
+from model.run_folder import data_dir_of
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("images", nargs="+", help="Image files, or folders of images")
@@ -87,11 +87,12 @@ def main():
     set_logger(model_dir / "predict.log", required=False)
     files = list_images(args.images)
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
-    class_names = load_class_names(args.data_dir or data_dir_of(model_dir), params.num_labels)
+    data_dir = args.data_dir or data_dir_of(model_dir)
+    class_names, resize = load_class_names(data_dir, params.num_labels), resize_mode(data_dir)
     logging.info(f"Predicting {len(files)} images with the weights in {checkpoint_prefix}")
 
     # Read, preprocess and classify the images batch by batch
-    probabilities, readable = predict(network, predict_input_fn(files, params))
+    probabilities, readable = predict(network, predict_input_fn(files, params, resize))
 
     # Report each image's most likely classes; skip the files that are not images
     k = min(args.top_k, params.num_labels)

@@ -8,6 +8,9 @@ dev metric named by best_metric in params.json.
 Each trial gets its own folder in PARENT_DIR with its full params.json, trained by a
 `train.py` subprocess whose output is kept in the folder's output.log.
 
+With --evaluate, each trial that finished is then evaluated on the test split with its best
+weights (evaluate.py), for `synthesize_results.py --split test`.
+
 Running the same command again skips the finished trials and resumes the unfinished ones
 from their last_weights: nothing finished is retrained or overwritten.
 
@@ -30,7 +33,7 @@ from model.errors import UserError, run_main
 from model.files import load_json
 from model.logs import set_logger
 from model.params import load_params
-from search.runner import Planned, run_search
+from search.runner import Planned, run_search, run_trial
 from search.space import grid_trials, load_search_space, random_trials, trial_name
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,6 +52,7 @@ parser.add_argument(
     "--storage", help="TPE: database URL or journal file of the study (default PARENT_DIR/optuna_journal.log)"
 )
 parser.add_argument("--study_name", help="TPE: name of the study in the storage (default: PARENT_DIR's name)")
+parser.add_argument("--evaluate", action="store_true", help="Evaluate each finished trial's best weights on test")
 parser.add_argument("--dry_run", action="store_true", help="List the trials and their folders without running them")
 
 
@@ -100,8 +104,8 @@ def main():
 
     # Log to the console and to PARENT_DIR/search.log; a launcher that cannot start stops us here
     set_logger(parent_dir / "search.log")
-    train_command = [*launcher_prefix(args.launcher), sys.executable, str(Path(__file__).parent / "train.py")]
-    train_command += ["--data_dir", args.data_dir]
+    launcher = launcher_prefix(args.launcher)
+    train_command = [*launcher, sys.executable, str(Path(__file__).parent / "train.py"), "--data_dir", args.data_dir]
     if method == "tpe":
         from search.tpe import Study  # Optuna is optional: imported only when asked for
 
@@ -120,8 +124,23 @@ def main():
     )
     for line in sampler.summary():
         logging.info(line)
+    if args.evaluate:
+        evaluate_trials(parent_dir, [*launcher, sys.executable, str(Path(__file__).parent / "evaluate.py")])
     if sampler.failed:
         raise SystemExit(1)
+
+
+def evaluate_trials(parent_dir, evaluate_command):
+    """Evaluates on test each trial that finished training and has no test metrics yet."""
+    for folder in sorted(path.parent for path in parent_dir.glob("*/run.json")):
+        status = load_json(folder / "run.json").get("status")
+        if status not in ("finished", "stopped early") or (folder / "metrics_test_best_weights.json").exists():
+            continue
+        returncode, reason = run_trial([*evaluate_command, "--model_dir", str(folder)], folder, threads=os.cpu_count())
+        if returncode == 0:
+            logging.info(f"Evaluated {folder.name} on test")
+        else:
+            logging.error(f"Evaluating {folder.name} failed (exit {returncode}):\n    " + "\n    ".join(reason))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def read_json_or_warn(path):
 
 
 def find_experiments(parent_dir, split):
-    """[(name, params, metrics or None, pruned)] for every experiment folder below parent_dir."""
+    """[(name, params, metrics or why there are none, pruned)] for every experiment folder below
+    parent_dir. The metrics are the numbers of the metrics file (not the per-class results)."""
     experiments = []
     for params_path in sorted(parent_dir.rglob("params.json")):
         folder = params_path.parent
@@ -54,6 +55,12 @@ def find_experiments(parent_dir, split):
             continue
         metrics_path = folder / f"metrics_{split}_best_weights.json"
         metrics = read_json_or_warn(metrics_path) if metrics_path.exists() else None
+        if metrics is not None:
+            metrics = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+        elif split == "test" and (folder / "metrics_eval_best_weights.json").exists():
+            metrics = "not evaluated"  # trained: evaluate.py (or search_hyperparams.py --evaluate) makes them
+        else:
+            metrics = "unfinished"
         name = folder.relative_to(parent_dir).as_posix() if folder != parent_dir else "."
         # A TPE search's trial.json says whether it stopped the trial early
         trial = read_json_or_warn(folder / "trial.json") if (folder / "trial.json").exists() else None
@@ -71,9 +78,10 @@ def differing_keys(all_params):
 
 
 def make_rows(experiments, metric):
-    """Header and rows of the table: finished experiments best first, then pruned, then unfinished."""
+    """Header and rows of the table: finished experiments best first, then pruned, then the
+    unfinished and not evaluated ones."""
     hyperparameters = differing_keys([params for _, params, _, _ in experiments])
-    finished = [e for e in experiments if e[2] is not None]
+    finished = [e for e in experiments if isinstance(e[2], dict)]
     metric_names = sorted({key for _, _, metrics, _ in finished for key in metrics}) or [metric]
     if finished and metric not in metric_names:
         raise UserError(f"No metric '{metric}' in the results; --metric can be one of {', '.join(metric_names)}.")
@@ -84,8 +92,8 @@ def make_rows(experiments, metric):
 
     header = ["experiment", *hyperparameters, *metric_names]
     rows = []
-    for name, params, metrics, _ in sorted(finished, key=rank) + [e for e in experiments if e[2] is None]:
-        cells = [_format(metrics.get(m, "")) for m in metric_names] if metrics else ["unfinished"]
+    for name, params, metrics, _ in sorted(finished, key=rank) + [e for e in experiments if e not in finished]:
+        cells = [_format(metrics.get(m, "")) for m in metric_names] if isinstance(metrics, dict) else [metrics]
         cells += [""] * (len(metric_names) - len(cells))
         rows.append([name, *(params.get(k, "") for k in hyperparameters), *cells])
     return header, rows

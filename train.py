@@ -17,15 +17,13 @@ import logging
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.checkpoints import checkpoints_in
-from model.dataset import DEFAULT_DATA_DIR, check_split, list_split
+from model.dataset import DEFAULT_DATA_DIR, check_split, list_split, load_class_names
 from model.distribute import make_strategy, output_folder
-from model.errors import UserError, run_main
+from model.errors import run_main
 from model.input_fn import train_and_dev
 from model.logs import set_logger
 from model.params import load_params
-from model.run_folder import outputs_in, refuse_links, remove, remove_stale_temporaries, training_lock
-from model.run_record import RunRecord, data_dir_of
+from model.run_folder import RunRecord, data_dir_of, prepare, training_lock
 from model.training import model_spec, set_seed, train_and_evaluate
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,21 +45,6 @@ parser.add_argument(
 parser.add_argument("--overwrite", action="store_true", help="Delete MODEL_DIR's earlier outputs and start again")
 
 
-def prepare_folder(model_dir, restore_from, overwrite):
-    """Refuses to train over earlier weights unless told to continue from or replace them."""
-    if overwrite:
-        for path in outputs_in(model_dir):
-            if path.name != ".lock":  # held by this run
-                remove(path)
-    elif checkpoints_in(model_dir / "last_weights", model_dir / "best_weights") and not restore_from:
-        raise UserError(
-            f"{model_dir} already holds weights from an earlier run. To continue it, add --restore_from "
-            f"{model_dir / 'last_weights'}; to start again and delete them, add --overwrite; or use another model_dir."
-        )
-    refuse_links(model_dir)
-    remove_stale_temporaries(model_dir)
-
-
 def main():
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
@@ -73,6 +56,7 @@ def main():
     data_dir = args.data_dir or data_dir_of(model_dir) or DEFAULT_DATA_DIR
     splits = {split: list_split(data_dir, split) for split in ("train", "dev")}
     warnings = [warning for split, files in splits.items() for warning in check_split(*files, params, split)]
+    class_names = load_class_names(data_dir, params.num_labels)
 
     # Choose the devices and machines to train on, before TensorFlow runs anything
     strategy = make_strategy(params.distribution)
@@ -84,7 +68,7 @@ def main():
     # one run at a time trains in a folder
     with output_folder(strategy, model_dir) as output_dir, training_lock(output_dir):
         # Never train over an earlier run's weights by accident, nor write through a link
-        prepare_folder(output_dir, args.restore_from, args.overwrite)
+        prepare(output_dir, args.restore_from, args.overwrite)
 
         # Log to the console and to MODEL_DIR/train.log
         set_logger(output_dir / "train.log")
@@ -93,24 +77,27 @@ def main():
         if args.param:
             logging.info(f"Hyperparameters changed for this run: {', '.join(args.param)}")
 
-        # run.json records the command, versions, data and how the run ended
-        with RunRecord(output_dir) as run:
+        # run.json records the command, versions, data (from the start: a resume reads it) and how the run ended
+        counts = {split: len(filenames) for split, (filenames, _) in splits.items()}
+        with RunRecord(output_dir, data={"data_dir": str(data_dir), **counts}) as run:
             # Create the input data pipelines
             logging.info("Creating the datasets...")
             train_dataset, dev_dataset = train_and_dev(splits, params)
-            counts = {split: len(filenames) for split, (filenames, _) in splits.items()}
             logging.info(f"- {counts['train']} train and {counts['dev']} dev images from {data_dir}")
-            run.record["data"] = {"data_dir": str(data_dir), **counts}
 
             # Define the model, its variables placed by the strategy
             logging.info(f"Creating the model on {strategy.num_replicas_in_sync} replica(s)...")
-            spec = model_spec(params, strategy)
+            spec = model_spec(params, strategy, splits["train"][1])
             spec.model.summary(print_fn=lambda text, **_: logging.info(text))
             run.record["model"] = {"model_version": params.model_version, "parameters": spec.model.count_params()}
 
             # Train, evaluating on dev after each epoch
             logging.info(f"Starting training for {params.num_epochs} epochs")
-            train_and_evaluate(spec, train_dataset, dev_dataset, output_dir, params, args.restore_from)
+            stopped_early = train_and_evaluate(
+                spec, train_dataset, dev_dataset, output_dir, params, class_names, args.restore_from
+            )
+            if stopped_early:
+                run.record.update(status="stopped early", reason=stopped_early)
             logging.info(f"Done. Weights, metrics and summaries are in {output_dir}")
 
 

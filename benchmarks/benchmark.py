@@ -180,7 +180,7 @@ def build_dataset_speedup(folder, num_photos):
 
     def template():
         items = [(path, 0, path.stem) for path in photos]
-        build_dataset.build({"train": items}, folder / "built", 64, os.cpu_count())
+        build_dataset.build({"train": items}, folder / "built", 64, "squash", os.cpu_count())
 
     return timed(plain_loop) / timed(template)
 
@@ -301,7 +301,7 @@ def main():
         metrics = Metrics()
         eval_step = make_eval_step(build_network(params), metrics)
         eval_dataset = input_fn(False, files, labels, params, one_pass=True)
-        eval_s = median_seconds(lambda: evaluate(eval_step, metrics, eval_dataset), args.repeats)
+        eval_s = median_seconds(lambda: evaluate(eval_step, metrics, eval_dataset, params.num_labels), args.repeats)
         figures["eval_images_per_s"] = n / eval_s
 
         # The accelerator knobs, on this machine (they are off by default on CPU)

@@ -1,11 +1,12 @@
 """Saved weights: finding, saving, restoring and comparing checkpoints, and loading a trained model.
 
-A training checkpoint holds the model, the optimizer and the epoch counter. MODEL_DIR/last_weights
-keeps the checkpoints of the last epochs, MODEL_DIR/best_weights the one of the best dev epoch;
-a checkpoint is named after its epoch (ckpt-7). A kill -9 can leave a checkpoint half written:
-readers skip it for the newest one that reads, and the next save clears it away.
+A training checkpoint holds the model, the optimizer and the epoch counter, and is named after
+its epoch (ckpt-7). MODEL_DIR/last_weights keeps those of the last epochs, MODEL_DIR/best_weights
+the one of the best dev epoch. A kill -9 can leave a checkpoint half written: readers skip it for
+the newest one that reads whole, and the next save deletes it.
 """
 
+import errno
 import logging
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from model.errors import UserError
+from model.files import append_json_line, read_json_lines, save_json, write_json_lines
 from model.params import build_network, load_trained_params
 
 # Checkpoints kept in each weights folder
@@ -22,20 +24,15 @@ KEEP = {"last_weights": 5, "best_weights": 1}
 
 
 def checkpoints_in(*folders):
-    """The checkpoint prefixes in weights folders, newest (highest epoch) first.
-
-    Found from their index files rather than from TensorFlow's `checkpoint` state file, which
-    a run killed just after saving may not have updated.
-    """
-    found = [
-        (number(index), str(index.with_suffix(""))) for folder in folders for index in Path(folder).glob("ckpt-*.index")
-    ]
+    """The checkpoint prefixes in weights folders, newest (highest epoch) first; found from their
+    index files, not from TensorFlow's `checkpoint` file, which a kill may have left behind."""
+    found = [(number(i), str(i.with_suffix(""))) for folder in folders for i in Path(folder).glob("ckpt-*.index")]
     return [prefix for n, prefix in sorted(found, reverse=True) if n is not None]
 
 
 def number(prefix):
     """The epoch of a checkpoint: '.../ckpt-7' -> 7 (None if it is not named so)."""
-    digits = Path(prefix).name.removeprefix("ckpt-").removesuffix(".index")
+    digits = Path(prefix).name.removeprefix("ckpt-").split(".")[0]
     return int(digits) if digits.isdecimal() else None
 
 
@@ -43,30 +40,28 @@ def is_readable(prefix):
     """Whether every value of a checkpoint can be read (a truncated or garbled one cannot)."""
     try:
         reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-        return True
+        return all(reader.get_tensor(name) is not None for name in reader.get_variable_to_shape_map())
     except Exception:
         return False
 
 
 def prune(folder, newest, keep):
-    """Leaves in a weights folder the `keep` newest checkpoints up to epoch `newest`: older ones,
-    newer ones (unreadable leftovers of a kill) and TensorFlow's half-written *_temp folders go."""
-    kept = [n for n in sorted({number(p) for p in checkpoints_in(folder)}, reverse=True) if n <= newest][:keep]
+    """Leaves in a weights folder the `keep` newest checkpoints up to epoch `newest`: the older
+    ones, the newer ones (a kill's leftovers) and TensorFlow's half-written *_temp folders go."""
+    kept = sorted({number(p) for p in checkpoints_in(folder) if number(p) <= newest}, reverse=True)[:keep]
     for path in Path(folder).glob("ckpt-*"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-        elif number(path.name.split(".")[0]) not in kept:
+        elif number(path.name) not in kept:
             path.unlink(missing_ok=True)
 
 
 def find(restore_from, model_dir):
-    """--restore_from as a checkpoint prefix (str), or as the weights folders to take the newest from.
+    """--restore_from as a checkpoint prefix (a str), or as the weights folders to take the newest from.
 
-    Takes a weights folder (its newest checkpoint), a folder name inside model_dir (best_weights)
-    or a prefix (.../ckpt-3). MODEL_DIR/last_weights stands for both of the run's folders: a kill
-    between the two saves of an epoch can leave its newest checkpoint in best_weights.
+    Takes a weights folder, a folder name inside model_dir (best_weights) or a prefix
+    (.../ckpt-3). A run's last_weights stands for both of its folders: a kill between the two
+    saves of an epoch can leave its newest checkpoint in best_weights.
     """
     model_dir = Path(model_dir)
     for path in (Path(restore_from), model_dir / restore_from):
@@ -86,16 +81,13 @@ def find(restore_from, model_dir):
 def restore(checkpoint, source, partial=False, check=None):
     """Restores `checkpoint` from `source` (a prefix, or folders: their newest readable checkpoint).
 
-    Returns the prefix restored, or None if the folders hold no checkpoint. A checkpoint that
-    cannot be read is skipped with a warning (also one deleted while we read it, by a run still
-    training); `check(prefix)` may refuse one. `partial`: the checkpoint may hold more than
-    `checkpoint` (a training checkpoint restored into a model alone).
+    Returns the prefix restored, or None if the folders hold none. An unreadable checkpoint of
+    a folder is skipped with a warning (also one that a run still training deletes while it is
+    read); `check(prefix)` may refuse one. `partial`: the checkpoint may hold more than
+    `checkpoint`, as a training checkpoint holds more than the model alone.
     """
     tried = set()
-    while True:
-        candidates = [source] if isinstance(source, str) else [p for p in checkpoints_in(*source) if p not in tried]
-        if not candidates:
-            return None
+    while candidates := [source] if isinstance(source, str) else [p for p in checkpoints_in(*source) if p not in tried]:
         prefix = candidates[0]
         tried.add(prefix)
         try:
@@ -115,10 +107,11 @@ def restore(checkpoint, source, partial=False, check=None):
                     f"The checkpoint {prefix} cannot be read ({type(error).__name__}): pick another."
                 ) from None
             logging.warning(f"Warning: {prefix} cannot be read ({type(error).__name__}): trying the next newest")
+    return None
 
 
 def load_trained_model(model_dir, restore_from="best_weights"):
-    """(params, network with its trained weights, checkpoint prefix) of the run in model_dir,
+    """(params, network with its trained weights, checkpoint prefix) of the run in model_dir, built
     with the hyperparameters it trained with: what evaluate.py, predict.py and export.py use."""
     params = load_trained_params(model_dir)
     network = build_network(params)
@@ -129,6 +122,61 @@ def load_trained_model(model_dir, restore_from="best_weights"):
             f"{', '.join(map(str, source))} holds no checkpoint. Train first, or pick another --restore_from."
         )
     return params, network, prefix
+
+
+def resume(checkpoint, model_dir, restore_from, check):
+    """Restores the checkpoint a run continues from, and makes the run's files agree with it.
+
+    Returns the dev metrics of each epoch done ({epoch: metrics}) and the best_weights' epoch.
+    The history of epochs written before a kill but missing from the checkpoint is dropped (the
+    run redoes them), and the metrics files are rewritten from what is left.
+    """
+    prefix = restore(checkpoint, find(restore_from, model_dir), check=check) if restore_from else None
+    epoch = int(checkpoint.epoch)
+    best_epoch = next((number(p) for p in checkpoints_in(model_dir / "best_weights") if is_readable(p)), 0)
+    prune(model_dir / "last_weights", epoch, KEEP["last_weights"])
+    prune(model_dir / "best_weights", best_epoch, KEEP["best_weights"])
+    history = {record["epoch"]: record for record in read_json_lines(model_dir / "history.jsonl")}
+    history = [history[e] for e in sorted(history) if e <= epoch]
+    write_json_lines(history, model_dir / "history.jsonl")
+    dev = {record["epoch"]: dev_metrics(record) for record in history}
+    for name, at in (("last_weights", epoch), ("best_weights", best_epoch)):
+        if at in dev:
+            save_json(dev[at], model_dir / f"metrics_eval_{name}.json")
+    if prefix:
+        logging.info(f"Restored {prefix}: {epoch} epochs done")
+    elif restore_from:
+        logging.info(f"{restore_from} holds no checkpoint yet: starting from freshly initialised weights")
+    else:
+        logging.info("Starting from freshly initialised weights")
+    return dev, best_epoch
+
+
+def dev_metrics(record):
+    """The dev metrics and epoch of a history record (without the train_ ones)."""
+    return {key: value for key, value in record.items() if not key.startswith("train_")}
+
+
+def save_epoch(model_dir, record, managers, is_best):
+    """Saves an epoch: its history record, then best_weights if it is the best, then last_weights.
+
+    In this order, a kill at any point leaves the newest checkpoint in last_weights or
+    best_weights, and a history that resume() trims to it.
+    """
+    epoch = record["epoch"]
+    try:
+        append_json_line(record, model_dir / "history.jsonl")
+        for name in ("best_weights", "last_weights") if is_best else ("last_weights",):
+            managers[name].save(checkpoint_number=epoch)
+            prune(model_dir / name, epoch, KEEP[name])
+            save_json(dev_metrics(record), model_dir / f"metrics_eval_{name}.json")
+    except (OSError, tf.errors.ResourceExhaustedError) as error:
+        if getattr(error, "errno", errno.ENOSPC) not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"The disk holding {model_dir} is full: epoch {epoch} could not be saved (the epochs before it "
+            f"are). Free some space, then continue with --restore_from {model_dir / 'last_weights'}."
+        ) from None
 
 
 def compare_with_network(prefix, network):
@@ -150,11 +198,9 @@ def compare_with_network(prefix, network):
 
 
 def saved_network(prefix):
-    """{'layer 5 kernel': shape} for each variable of the network saved in a checkpoint.
-
-    A checkpoint stores each variable once, under the first path that reaches it (often
-    through the optimizer), so we follow the object graph from model/_operations instead.
-    """
+    """{'layer 5 kernel': shape} for each variable of the network saved in a checkpoint. A
+    checkpoint stores each variable once, under the first path that reaches it (often through
+    the optimizer), so we follow the object graph from model/_operations instead."""
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     graph = trackable_object_graph_pb2.TrackableObjectGraph()

@@ -1,7 +1,7 @@
 """Where training runs: one device, all GPUs of this machine, or several machines.
 
-The `distribution` hyperparameter picks a tf.distribute strategy; the training loop runs
-the same under each. `batch_size` is the global batch: each step splits it over the replicas.
+The `distribution` hyperparameter picks a tf.distribute strategy; the training loop runs the
+same under each. `batch_size` is the global batch: each step splits it over the replicas.
 """
 
 import contextlib
@@ -16,10 +16,8 @@ from model.errors import UserError
 
 
 def make_strategy(distribution):
-    """The tf.distribute strategy named by params.distribution ("none", "mirrored", "multi_worker").
-
-    Call it first thing: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
-    """
+    """The strategy that params.distribution names; call it before TensorFlow runs anything, as
+    MultiWorkerMirroredStrategy must come first."""
     if distribution == "mirrored":
         # All GPUs of this machine; without GPUs, every logical CPU device (one, unless the CPU
         # was split into several, as the tests do to try this on one CPU).
@@ -27,8 +25,7 @@ def make_strategy(distribution):
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if distribution == "multi_worker":
         check_tf_config(os.environ.get("TF_CONFIG"))
-        # The cluster (addresses, this worker's index) is read from TF_CONFIG.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy()  # the cluster, and this machine's role, from TF_CONFIG
     return tf.distribute.get_strategy()  # the default strategy: this one device
 
 
@@ -55,29 +52,15 @@ def check_tf_config(text):
         )
 
 
-def is_chief(strategy):
-    """True for the one process that writes checkpoints, summaries, metrics and logs.
-
-    Without a cluster that is this process; in a cluster, the "chief" task if there is one,
-    else worker 0.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
 @contextlib.contextmanager
 def output_folder(strategy, model_dir):
-    """The folder this process writes its run into: model_dir, or a temporary one.
-
-    Every worker of a cluster must save checkpoints (saving is a collective operation), but
-    only the chief's may land in model_dir; the others' go to a folder deleted at the end.
-    """
-    if is_chief(strategy):
+    """The folder this process writes its run into: model_dir for the chief (the "chief" task, else
+    worker 0, else the only process), a temporary folder for the other workers of a cluster, who
+    must save checkpoints too (saving is a collective operation) but not into model_dir."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    role = (resolver.task_type, resolver.task_id) if resolver and resolver.task_type else ("chief", 0)
+    has_chief = resolver is not None and "chief" in resolver.cluster_spec().as_dict()
+    if role[0] == "chief" or (role == ("worker", 0) and not has_chief):
         yield Path(model_dir)
     else:
         with tempfile.TemporaryDirectory(prefix="worker_") as folder:

@@ -1,4 +1,4 @@
-"""User errors: one clear message on stderr (and in the run's log) and exit status 2, never a traceback."""
+"""A mistake the user can fix is one clear message and exit status 2, never a traceback."""
 
 import errno
 import logging
@@ -15,47 +15,54 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite: usually a learning rate that is too high."""
 
 
-# Operating-system errors that the user fixes, not the code: shown like a UserError.
-USER_FIXABLE = {
-    errno.ENOSPC: "Free some space",
-    errno.EDQUOT: "Free some space",
-    errno.EACCES: "Check the permissions, or use another folder",
-    errno.EPERM: "Check the permissions, or use another folder",
-    errno.EROFS: "Use a folder on a writable disk",
-}
-
-
-# What a write to a folder that the user may not, or cannot, write to raises.
+# Writing where the user may not, or cannot
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def run_main(main):
-    """Calls `main()`; a UserError (or a full disk, a forbidden file) becomes one message and exit status 2.
+    """Calls `main()`; a UserError, a full disk or a forbidden file becomes one message and exit status 2.
 
-    SIGTERM (sent by `kill`, job schedulers and pre-emption) stops a script as Ctrl-C does.
+    SIGTERM (from `kill`, job schedulers and pre-emption) stops a script as Ctrl-C does.
     """
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except UserError as error:
         _exit_with(str(error))
     except OSError as error:
-        if error.errno not in USER_FIXABLE:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            _exit_with(disk_full(error.filename))
+        if error.errno not in NOT_WRITABLE:
             raise
-        fix = USER_FIXABLE[error.errno]
-        _exit_with(f"{error.filename or 'a file'}: {os.strerror(error.errno)}. {fix}, then run the same command again.")
+        _exit_with(
+            f"{error.filename or 'a file'}: {os.strerror(error.errno)}. Check the permissions, or use another "
+            "folder, then run the same command again."
+        )
+    except Exception as error:  # TensorFlow's writers raise their own errors on a full disk
+        if "No space left on device" not in str(error):
+            raise
+        _exit_with(disk_full(str(error).split(";")[0].strip()))
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
 
 
+def disk_full(what):
+    return (
+        f"The disk is full: {what or 'a file'} could not be written. Free some space, then run the same command "
+        "again (a training run continues with --restore_from MODEL_DIR/last_weights: the epochs it saved are safe)."
+    )
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _exit_with(message):
-    if logging.getLogger().handlers:  # set_logger ran: the message also goes into the run's log
+    from model.logs import TqdmHandler  # imported here, as model.logs imports this module
+
+    if any(isinstance(handler, TqdmHandler) for handler in logging.getLogger().handlers):  # into the run's log too
         logging.error("Error: %s", message)
     else:
         print(f"Error: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt

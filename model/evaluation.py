@@ -24,7 +24,7 @@ class Metrics:
 
     def result(self):
         """{"loss": ..., "accuracy": ..., ...} as floats."""
-        return {"loss": float(self.loss.result()), **{name: float(m.result()) for name, m in self.metrics.items()}}
+        return {"loss": float(self.loss.result())} | {name: float(m.result()) for name, m in self.metrics.items()}
 
     def reset(self):
         for metric in (self.loss, *self.metrics.values()):
@@ -32,10 +32,8 @@ class Metrics:
 
 
 def make_eval_step(model, metrics, strategy=None, jit_compile=False):
-    """A compiled step: the predicted class of each image of a batch, updating `metrics`.
-
-    The batch is split over the strategy's replicas, each running replica_step on its part.
-    """
+    """A compiled step: the predicted class of each image of a batch, updating `metrics`, split
+    over the strategy's replicas."""
     strategy = strategy or tf.distribute.get_strategy()
 
     def replica_step(images, labels):
@@ -53,23 +51,23 @@ def make_eval_step(model, metrics, strategy=None, jit_compile=False):
     return eval_step
 
 
-def evaluate(eval_step, metrics, dataset, desc="Evaluating", max_misclassified=0, strategy=None):
-    """Runs the model once over `dataset`.
-
-    Returns the metrics as a dict of floats, and up to `max_misclassified` wrongly classified
-    images for each predicted class (for TensorBoard: what the model confuses).
-    """
+def evaluate(eval_step, metrics, dataset, num_labels, desc="Evaluating", max_misclassified=0, strategy=None):
+    """Runs the model once over `dataset`: returns the metrics, up to `max_misclassified` wrongly
+    classified images for each predicted class (for TensorBoard: what the model confuses), and
+    the confusion matrix (confusion[true class][predicted class] counts images)."""
     strategy = strategy or tf.distribute.get_strategy()
     metrics.reset()
     misclassified = defaultdict(list)
+    confusion = np.zeros((num_labels, num_labels), np.int64)
     for images, labels in tqdm(dataset, desc=desc, total=num_batches(dataset), leave=False):
         predictions = eval_step(images, labels)
+        labels, predictions = local_values(strategy, labels), local_values(strategy, predictions)
+        np.add.at(confusion, (labels, predictions), 1)
         if max_misclassified:
-            batch = zip(*(local_values(strategy, value) for value in (images, labels, predictions)))
-            for image, label, prediction in batch:
+            for image, label, prediction in zip(local_values(strategy, images), labels, predictions):
                 if label != prediction and len(misclassified[prediction]) < max_misclassified:
                     misclassified[prediction].append(image)
-    return metrics.result(), dict(misclassified)
+    return metrics.result(), dict(misclassified), confusion
 
 
 def predict(model, dataset):

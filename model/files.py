@@ -1,8 +1,5 @@
-"""The JSON files of runs: read with a clear message when broken, written whole or not at all.
-
-Nothing is ever written through a symbolic link: a link where an output belongs is refused, so
-a run never writes outside the folder it was given.
-"""
+"""The JSON files of runs: read with a clear message when broken, written whole or not at all,
+and never through a symbolic link, so that nothing lands outside the folders given."""
 
 import json
 import os
@@ -16,15 +13,13 @@ def load_json(path):
     """The JSON object in a file; a missing, unreadable or malformed file is a UserError naming it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"No JSON file found at {path}. Check the path.") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.") from None
     except OSError as e:
         raise UserError(f"Cannot read {path}: {e.strerror}. Check that it is a readable file.") from None
-    try:
-        content = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(
             f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
@@ -36,12 +31,13 @@ def load_json(path):
 
 
 def save_json(values, path):
-    """Saves a dict as a JSON file, atomically. NumPy and TensorFlow numbers become plain ones."""
+    """Saves a dict as a JSON file, atomically; NumPy and TensorFlow numbers become plain ones."""
     write_text_atomic(json.dumps(values, indent=4, default=_to_builtin) + "\n", path)
 
 
 def write_text_atomic(text, path):
-    """Writes a text file so that it holds either the old or the new content, never half of it.
+    """Writes a text (or, given bytes, binary) file so that it holds either the old or the new
+    content, never half of it.
 
     The text goes to a temporary file next to the target, then a rename puts it in place (atomic
     on one file system). A kill -9 in between leaves `.NAME.*.tmp`, which the next run deletes.
@@ -50,23 +46,19 @@ def write_text_atomic(text, path):
     refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # 0o666 less the umask, as for any new file (mkstemp's 0o600 would hide results from a team).
+    # Created with 0o666 less the umask, as any new file is (mkstemp's 0o600 would hide results from a team).
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a write on a full disk: name the file
+            error.filename = str(path)
         raise
-
-
-def open_for_append(path):
-    """A text file opened for appending, created if needed, never through a symbolic link."""
-    refuse_link(path)
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
 
 
 def refuse_link(path):
@@ -78,9 +70,15 @@ def refuse_link(path):
         )
 
 
+def open_for_append(path):
+    """A text file opened for appending, created if needed, never through a symbolic link."""
+    refuse_link(path)
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
+
+
 def append_json_line(values, path):
-    """Appends a dict to a JSON-lines file as one line, in one write, so a reader polling the
-    file sees whole lines; a line cut short by a crash has no newline and is ignored."""
+    """Appends a dict to a JSON-lines file as one line in one write, so that a reader polling it
+    sees whole lines; a line cut short by a crash has no newline and is ignored."""
     with open_for_append(path) as f:
         f.write(json.dumps(values, default=_to_builtin) + "\n")
         f.flush()
@@ -98,7 +96,7 @@ def read_json_lines(path):
         try:
             if line.endswith("\n") and line.strip():
                 records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a full disk, then continued by a later run
+        except json.JSONDecodeError:  # a line a full disk cut short, then continued by a later run
             continue
     return records
 
@@ -110,8 +108,7 @@ def write_json_lines(records, path):
 
 def _to_builtin(value):
     """json.dumps' fallback for NumPy and TensorFlow values: numbers and lists of them."""
-    if hasattr(value, "numpy"):  # a TensorFlow tensor
-        value = value.numpy()
+    value = value.numpy() if hasattr(value, "numpy") else value  # a TensorFlow tensor
     if hasattr(value, "tolist"):  # a NumPy array or number
         return value.tolist()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -1,8 +1,8 @@
 """Reading image files with Pillow: any format, colour mode, bit depth, size and EXIF orientation.
 
 build_dataset.py reads a dataset with it and predict.py new images, so that a model sees new
-photos as it saw its data. The exported SavedModel follows the same rules (model/serving.py).
-No TensorFlow here: build_dataset.py stays quick to start.
+photos as it saw its data; the exported SavedModel follows the same rules (export.py). No
+TensorFlow here: build_dataset.py starts fast.
 """
 
 import multiprocessing
@@ -14,17 +14,18 @@ from PIL import Image, ImageOps
 
 # What the scripts read; build_dataset.py writes JPEG only.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# What Pillow raises on a file it cannot read as an image.
+# How a non-square image becomes square before it is resized: "squash" stretches it, "crop" keeps
+# its centre square, "pad" adds black borders; build_dataset.py --resize chooses, and records it
+# in the dataset's build.json for predict.py and export.py. input_fn.square is the same in TensorFlow.
+RESIZE_MODES = ("squash", "crop", "pad")
+# What Pillow raises on a file it cannot read as an image
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_rgb(path, size):
-    """(upright 8-bit RGB image, warning or None) from an image file, decoded at about `size`
-    pixels if it is larger. Raises one of UNREADABLE if Pillow cannot read it.
-
-    The warning is Pillow's about a very large image (a possible decompression bomb): the image
-    is read anyway, and the warning is for the log.
-    """
+    """(upright 8-bit RGB image, warning or None) of an image file, decoded at about `size` pixels
+    if larger; the warning is Pillow's on an image large enough to be a decompression bomb, which
+    is read anyway. Raises one of UNREADABLE if Pillow cannot read the file."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Image.DecompressionBombWarning)
         with Image.open(path) as image:
@@ -37,11 +38,26 @@ def read_rgb(path, size):
     return image, f"{path}: {bombs[0].message} Read anyway." if bombs else None
 
 
+def square(image, mode):
+    """A Pillow image made square by `mode` (one of RESIZE_MODES)."""
+    width, height = image.size
+    if mode == "crop":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        return image.crop((left, top, left + side, top + side))
+    if mode == "pad":
+        side = max(width, height)
+        padded = Image.new("RGB", (side, side))  # black
+        padded.paste(image, ((side - width) // 2, (side - height) // 2))
+        return padded
+    return image
+
+
 def to_rgb(image, file_format=None):
     """Any Pillow image as 8-bit RGB, by the rules the SavedModel follows too:
 
-    - 16-bit and 32-bit integer pixels (modes I;16, I) keep their high byte, 0-65535 -> 0-255,
-      as TensorFlow's PNG decoder does; floating-point pixels (mode F) are read as 0-1 -> 0-255.
+    - 16-bit and 32-bit integer pixels (modes I;16, I) keep their high byte, 0-65535 -> 0-255, as
+      TensorFlow's PNG decoder does; floating-point pixels (mode F) are read as 0-1 -> 0-255.
     - Transparent pixels are composited onto white, except in GIF and BMP files, whose
       transparency TensorFlow's decoders cannot read: there it is ignored, as in TensorFlow.
     """
@@ -57,11 +73,8 @@ def to_rgb(image, file_format=None):
 
 
 def worker_pool(processes):
-    """A multiprocessing Pool whose workers leave Ctrl-C and SIGTERM to the main process.
-
-    Without this, every worker prints its own KeyboardInterrupt traceback when the user
-    presses Ctrl-C, or when the pool shuts its workers down with SIGTERM.
-    """
+    """A multiprocessing Pool whose workers leave Ctrl-C and SIGTERM to the main process: else
+    each would print its own traceback when the user presses Ctrl-C or the pool ends."""
     return multiprocessing.Pool(processes, initializer=_default_signal_handlers)
 
 

@@ -1,4 +1,4 @@
-"""The input pipeline: image files on disk -> batches of (images, labels) with tf.data.
+"""The input pipeline: image files -> batches of (images, labels), with tf.data.
 
 The order of the steps follows TensorFlow's tf.data performance guide: parallel decoding,
 `cache` after the expensive decode so later epochs skip it, `shuffle` before the random
@@ -16,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from model.images import UNREADABLE, read_rgb
-from model.params import Hyperparameter, true_or_false
+from model.params import flag, fraction
 
-# Images shuffled together when reading a disk cache (with a memory cache: all of them).
+keras = tf.keras
+# Images shuffled together when reading a disk cache (with a memory cache: all of them)
 DISK_CACHE_SHUFFLE_BUFFER = 1000
 
 
@@ -34,22 +35,17 @@ def saturation(image, strength):
     return tf.image.random_saturation(image, 1 - strength, 1 + strength)
 
 
-def fraction(default, means):
-    return Hyperparameter(default, f"a number from 0 (off) to 1, such as {default}: {means}", lambda v: 0 <= v <= 1)
-
-
-# The random changes made to training images (never to evaluation ones), in this order. Each
-# has a hyperparameter of its own name: its strength, off at 0 or false. To add one, write a
+# The random changes made to training images (never to evaluation ones), in this order. Each has
+# a hyperparameter of its own name, its strength; 0 or false turns it off. To add one, write a
 # function (image with values in [0, 1], strength) -> image, and add it here.
 AUGMENTATIONS = {
-    "use_random_flip": (flip, true_or_false(True, ": flip left-right at random")),
+    "use_random_flip": (flip, flag(False)),
     "random_brightness": (brightness, fraction(0.125, "the largest change of brightness")),
     "random_saturation": (saturation, fraction(0.5, "saturation is multiplied by 1 - it to 1 + it")),
 }
 
 
 def augment(image, label, params):
-    """Random changes a photo could have had, each applied if its hyperparameter is not 0 or false."""
     for key, (transform, _) in AUGMENTATIONS.items():
         if params.dict[key]:
             image = transform(image, params.dict[key])
@@ -79,18 +75,28 @@ def resize_image(images, image_size):
     return resized
 
 
+def square(images, mode):
+    """uint8 RGB pixels, one image or a batch, made square as images.square does with Pillow."""
+    if mode == "squash":
+        return images
+    height, width = tf.shape(images)[-3], tf.shape(images)[-2]
+    if mode == "crop":
+        side = tf.minimum(height, width)
+        return tf.image.crop_to_bounding_box(images, (height - side) // 2, (width - side) // 2, side, side)
+    side = tf.maximum(height, width)
+    return tf.image.pad_to_bounding_box(images, (side - height) // 2, (side - width) // 2, side, side)
+
+
 def to_float(images):
-    # Also scales uint8 [0, 255] into [0, 1].
-    return tf.image.convert_image_dtype(images, tf.float32)
+    return tf.image.convert_image_dtype(images, tf.float32)  # also scales [0, 255] into [0, 1]
 
 
-def preprocess(images, image_size):
-    """The model's input from uint8 RGB pixels of any size, one image or a batch.
-
-    The one preprocessing function: evaluation runs it in two halves (resize_image before its
-    cache, to_float after), and predict.py and the exported models call it whole.
-    """
-    return to_float(resize_image(images, image_size))
+def preprocess(images, image_size, resize="squash"):
+    """The model's input from uint8 RGB pixels of any size, one image or a batch: the one
+    preprocessing function, which evaluation runs in two halves (resize before its cache, floats
+    after; its images are square already), and predict.py and the exported models whole, with the
+    resize mode of the data the model trained on."""
+    return to_float(resize_image(square(images, resize), image_size))
 
 
 def cache(dataset, where):
@@ -100,8 +106,8 @@ def cache(dataset, where):
     if where == "none":
         return dataset
     # A folder on disk, for datasets larger than RAM. Each dataset gets a fresh sub-folder,
-    # deleted when the process ends: a cache then never holds stale images, and parallel
-    # runs never share one (tf.data refuses two writers of one cache file).
+    # deleted when the process ends: a cache then never holds stale images, and parallel runs
+    # never share one (tf.data refuses two writers of one cache file).
     Path(where).mkdir(parents=True, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="tf_data_cache_", dir=where)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -109,30 +115,24 @@ def cache(dataset, where):
 
 
 def input_fn(is_training, filenames, labels, params, one_pass=False):
-    """Builds a tf.data.Dataset of (images, labels) batches.
+    """A tf.data.Dataset of (images, labels) batches from JPEG files (model.dataset.list_split).
 
-    Args:
-        is_training: shuffle and augment (training) or keep the order (evaluation).
-        filenames: list of image paths, from `model.dataset.list_split`.
-        labels: list of integer labels, one per file.
-        params: Params with image_size, batch_size, cache and the augmentations' strengths.
-        one_pass: the dataset is read only once (evaluate.py), so it is not cached.
+    Training shuffles and augments; evaluation keeps the order. `one_pass`: the dataset is
+    read once (evaluate.py), so it is not cached.
     """
     dataset = tf.data.Dataset.from_tensor_slices((filenames, tf.constant(labels, tf.int32)))
-    if is_training:
-        # Shuffling file names is cheap, and without a cache it is all the shuffling needed.
+    if is_training:  # shuffling file names is cheap, and without a cache all the shuffling needed
         dataset = dataset.shuffle(len(filenames), reshuffle_each_iteration=True)
 
     def load(filename, label):
         return resize_image(decode_jpeg(tf.io.read_file(filename)), params.image_size), label
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    # The cache holds uint8 pixels, 4x smaller than the float32 the model takes.
     where = "none" if one_pass else params.cache
-    dataset = cache(dataset, where)
+    dataset = cache(dataset, where)  # uint8 pixels: 4x smaller than the float32 the model takes
     if is_training and where != "none":
-        # A cache replays the first epoch in its order: shuffle again, over the whole dataset
-        # when it is in memory, and over a bounded buffer from disk so memory stays flat.
+        # A cache replays the first epoch in its order: shuffle again, over the whole dataset in
+        # memory, and over a bounded buffer from disk so that memory stays flat.
         buffer = len(filenames) if where == "memory" else min(len(filenames), DISK_CACHE_SHUFFLE_BUFFER)
         dataset = dataset.shuffle(buffer, reshuffle_each_iteration=True)
     # Pixels become floats in the same map as the augmentation: one more map of its own
@@ -141,20 +141,30 @@ def input_fn(is_training, filenames, labels, params, one_pass=False):
         dataset = dataset.map(lambda x, y: augment(to_float(x), y, params), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         dataset = dataset.map(lambda x, y: (to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
-    return dataset.with_options(pipeline_options())
+    return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
 def train_and_dev(splits, params):
     """train.py's pipelines, from {"train": (filenames, labels), "dev": (filenames, labels)}."""
     if params.overfit_batches:
         # Debug mode: learn the same few batches by heart, and evaluate on them. A new model
-        # that cannot drive this loss near zero has a bug.
+        # that cannot drive this loss near zero has a bug. The images are drawn from every
+        # class in turn, so that a model that ignores its input cannot pass.
         logging.info(f"Debug mode: overfitting {params.overfit_batches} train batch(es)")
-        batches = input_fn(False, *splits["train"], params, one_pass=True)
-        batches = batches.take(params.overfit_batches).cache()
+        files, labels = stratified_sample(*splits["train"], params.overfit_batches * params.batch_size, params.seed)
+        batches = input_fn(False, files, labels, params, one_pass=True).cache()
         return batches, batches
     return input_fn(True, *splits["train"], params), input_fn(False, *splits["dev"], params)
+
+
+def stratified_sample(filenames, labels, size, seed):
+    """`size` files drawn at random (seeded) from each class in turn: classes alternate in every batch."""
+    rng = np.random.default_rng(seed)
+    by_class = [list(rng.permutation(np.flatnonzero(np.array(labels) == label))) for label in sorted(set(labels))]
+    chosen = []
+    while len(chosen) < min(size, len(labels)):
+        chosen += [indices.pop() for indices in by_class if indices][: size - len(chosen)]
+    return [filenames[i] for i in chosen], [labels[i] for i in chosen]
 
 
 def pipeline_options():
@@ -168,13 +178,10 @@ def pipeline_options():
     return options
 
 
-def predict_input_fn(filenames, params):
-    """Batches of (images, readable) from image files of any format, size, mode and orientation.
-
-    Pillow reads each file as build_dataset.py does (model/images.py), then `preprocess` makes
-    the model's input. An unreadable file gives a blank image and readable = False, so one bad
-    file among thousands does not stop the others.
-    """
+def predict_input_fn(filenames, params, resize="squash"):
+    """Batches of (images, readable) from image files of any format, size, mode and orientation,
+    read by Pillow as build_dataset.py reads them. An unreadable file gives a blank image and
+    readable = False, so that one bad file among thousands does not stop the others."""
     size = params.image_size
 
     def read(filename):
@@ -190,7 +197,7 @@ def predict_input_fn(filenames, params):
         image, readable = tf.numpy_function(read, [filename], [tf.uint8, tf.bool], stateful=False)
         image.set_shape([None, None, 3])
         readable.set_shape([])
-        return preprocess(image, size), readable
+        return preprocess(image, size, resize), readable
 
     dataset = tf.data.Dataset.from_tensor_slices([str(name) for name in filenames])
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)

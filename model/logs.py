@@ -11,7 +11,7 @@ from model.files import refuse_link
 
 
 class TqdmHandler(logging.StreamHandler):
-    """Logs to the console through tqdm.write, so log lines don't break progress bars."""
+    """Logs to the console through tqdm.write, so that log lines don't break progress bars."""
 
     def emit(self, record):
         try:
@@ -20,23 +20,30 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class LogFileHandler(logging.FileHandler):
+    """A log file that stops, with one warning on the console, when it can no longer be written
+    (a full disk), instead of printing a traceback for every line."""
+
+    def handleError(self, record):
+        logging.getLogger().removeHandler(self)
+        logging.warning(f"Warning: {self.baseFilename} can no longer be written: logging to the console only")
+
+
 def set_logger(log_path, required=True):
     """Sends INFO logs to the console and to `log_path`, such as MODEL_DIR/train.log.
 
-    Calling it twice replaces the handlers instead of adding duplicates. A log that cannot be
-    written (a read-only folder) is an error if `required`, else a warning: the console only.
+    Calling it twice replaces the handlers. A log that cannot be written (a read-only folder)
+    is an error if `required`, else a warning, and the console alone gets the logs.
     """
     logger = logging.getLogger()
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    console = TqdmHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(console)
+    logger.addHandler(TqdmHandler())
     refuse_link(log_path)
     try:
-        log_file = logging.FileHandler(log_path, encoding="utf-8")
+        log_file = LogFileHandler(log_path, encoding="utf-8")
     except OSError as error:
         if required or error.errno not in (*NOT_WRITABLE, errno.ENOENT):
             raise

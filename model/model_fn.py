@@ -1,31 +1,30 @@
 """The model: the networks, the loss, the metrics and the optimizer. This is the file to edit.
 
-A network is a function `params -> keras.Model` that returns logits. @network registers it under
-its name, with the hyperparameters only it uses (default, valid values); "model_version" in
-params.json picks one. Every network's logits feed the same loss, metrics and optimizer below.
+A network is a function `params -> keras.Model` returning logits. @network registers it under
+its name with the hyperparameters only it uses; "model_version" in params.json picks one.
 """
 
 import tensorflow as tf
 
 from model.errors import UserError
 from model.layers import BatchNormalization
-from model.params import Hyperparameter, at_least, network, true_or_false
+from model.params import at_least, choice, flag, fraction, network, positive
 
 keras = tf.keras
 
 
 @network(
     num_channels=at_least(1, 16),  # channels of the first conv block; the next ones have 2x, 4x, 8x
-    use_batch_norm=true_or_false(True),
-    bn_momentum=Hyperparameter(0.9, "a number from 0 to below 1, such as 0.9", lambda v: 0 <= v < 1),
+    use_batch_norm=flag(True),
+    bn_momentum=fraction(0.9, "momentum of the batch-norm moving averages", below_one=True),
 )
 def base_model(params):
     """The CS230 SIGNS network: four blocks of 3x3 conv -> batch norm -> ReLU -> 2x2 max-pool,
     then dense -> batch norm -> ReLU -> logits."""
     if params.image_size % 16:
         raise UserError(
-            f"image_size = {params.image_size} in params.json: base_model halves the image four "
-            "times, so image_size must be a multiple of 16 (such as 64). Rebuild the data with that --size."
+            f"image_size = {params.image_size} in params.json: base_model halves the image four times, "
+            "so image_size must be a multiple of 16 (such as 64). Rebuild the data with that --size."
         )
     images = keras.Input(shape=(params.image_size, params.image_size, 3), name="images")
     x = images
@@ -34,41 +33,34 @@ def base_model(params):
         x = keras.layers.Conv2D(
             params.num_channels * multiplier, 3, padding="same", use_bias=not params.use_batch_norm
         )(x)
-        x = batch_norm_relu(x, params.bn_momentum, params.use_batch_norm)
-        x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(params.num_channels * 8, use_bias=not params.use_batch_norm)(x)
+        x = keras.layers.MaxPooling2D(2)(batch_norm_relu(x, params.bn_momentum, params.use_batch_norm))
+    x = keras.layers.Dense(params.num_channels * 8, use_bias=not params.use_batch_norm)(keras.layers.Flatten()(x))
     x = batch_norm_relu(x, params.bn_momentum, params.use_batch_norm)
     return keras.Model(images, logits(x, params), name="base_model")
 
 
 @network(
-    num_channels=at_least(1, 16),  # channels of the stem; each block doubles them
+    num_channels=at_least(1, 16),  # channels of the first convolution; each block doubles them
     num_blocks=at_least(1, 3),  # residual blocks, each halving the image
-    dropout_rate=Hyperparameter(0.2, "a number from 0 to below 1, such as 0.2", lambda v: 0 <= v < 1),
+    dropout_rate=fraction(0.2, "the share of features dropped before the last layer", below_one=True),
 )
 def resnet(params):
-    """A small residual network: a 3x3 conv stem, then residual blocks that halve the image and
-    double the channels, global average pooling (any image size), dropout and logits."""
+    """A small residual network: a 3x3 conv, residual blocks that halve the image and double the
+    channels, global average pooling (so any image size works), dropout, logits."""
     images = keras.Input(shape=(params.image_size, params.image_size, 3), name="images")
-    x = keras.layers.Conv2D(params.num_channels, 3, padding="same", use_bias=False)(images)
-    x = batch_norm_relu(x)
+    x = batch_norm_relu(keras.layers.Conv2D(params.num_channels, 3, padding="same", use_bias=False)(images))
     for block in range(params.num_blocks):
         channels = params.num_channels * 2 ** (block + 1)
-        # The shortcut is a strided 1x1 conv, to the block's new size and channels.
+        # The shortcut, a strided 1x1 conv, brings the input to the block's new size and channels.
         shortcut = keras.layers.Conv2D(channels, 1, strides=2, use_bias=False)(x)
-        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False)(x)
-        x = batch_norm_relu(x)
-        x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
-        x = BatchNormalization(momentum=0.9)(x)
+        x = batch_norm_relu(keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False)(x))
+        x = BatchNormalization(momentum=0.9)(keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(x))
         x = keras.layers.ReLU()(keras.layers.Add()([shortcut, x]))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dropout(params.dropout_rate)(x)
+    x = keras.layers.Dropout(params.dropout_rate)(keras.layers.GlobalAveragePooling2D()(x))
     return keras.Model(images, logits(x, params), name="resnet")
 
 
 def batch_norm_relu(x, momentum=0.9, batch_norm=True):
-    """Batch normalization (if asked for), then ReLU."""
     if batch_norm:
         x = BatchNormalization(momentum=momentum)(x)
     return keras.layers.ReLU()(x)
@@ -84,15 +76,47 @@ def per_image_loss(labels, logits):
     return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
 
-# The metrics, by name: each is updated with (labels, class probabilities) in training and in
-# evaluation, then logged, saved in the metrics files, summarised and tabulated. The loss is
-# always there too. Add one in one line, for example
+# The metrics, by name. Training and evaluation update each with (labels, class probabilities),
+# then log, save, summarise and tabulate it, with the loss. Add one in one line, such as
 #   "top_3_accuracy": lambda: keras.metrics.SparseTopKCategoricalAccuracy(k=3),
 METRICS = {
     "accuracy": keras.metrics.SparseCategoricalAccuracy,
 }
 
 
-def optimizer(params):
-    """Adam, with params.learning_rate."""
-    return keras.optimizers.Adam(learning_rate=params.learning_rate)
+# The optimizer's hyperparameters (learning_rate and num_epochs are in COMMON in model/params.py)
+OPTIMIZER = {
+    "optimizer": choice("adam", "adamw", "sgd"),
+    "weight_decay": positive(0.004),  # AdamW's: each step shrinks the weights by learning_rate * weight_decay
+    "momentum": fraction(0.9, "SGD's momentum", below_one=True),
+    "lr_schedule": choice("constant", "cosine", "step"),
+    "warmup_epochs": at_least(0, 0),  # cosine: epochs of linear warm-up from 0 to learning_rate
+    "lr_decay_epochs": at_least(1, 5),  # step: the rate is multiplied by lr_decay_rate every lr_decay_epochs
+    "lr_decay_rate": fraction(0.1, "what the step schedule multiplies the rate by"),
+}
+
+
+def optimizer(params, steps_per_epoch):
+    """Adam, AdamW with weight decay, or SGD with momentum, at the learning rate of schedule()."""
+    rate = schedule(params, steps_per_epoch)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=params.weight_decay)
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=params.momentum)
+    return keras.optimizers.Adam(rate)
+
+
+def schedule(params, steps_per_epoch):
+    """The learning rate at each training step, from params.learning_rate: constant; cosine decay
+    to 0 at the last step, after a linear warm-up from 0 over warmup_epochs; or step decay."""
+    schedules = keras.optimizers.schedules
+    if params.lr_schedule == "cosine":
+        warmup = params.warmup_epochs * steps_per_epoch
+        decay = max(1, params.num_epochs * steps_per_epoch - warmup)
+        if warmup:
+            return schedules.CosineDecay(0.0, decay, warmup_target=params.learning_rate, warmup_steps=warmup)
+        return schedules.CosineDecay(params.learning_rate, decay)
+    if params.lr_schedule == "step":
+        every = params.lr_decay_epochs * steps_per_epoch
+        return schedules.ExponentialDecay(params.learning_rate, every, params.lr_decay_rate, staircase=True)
+    return params.learning_rate

@@ -1,30 +1,39 @@
-"""What a run writes into its experiment folder: the one list that `train.py --overwrite`, the
-search, synthesize_results.py and `make clean` all read.
+"""The experiment folder of a run: what the run writes there (the one list that `train.py
+--overwrite`, the search, synthesize_results.py and `make clean` read), its lock, and run.json.
 
     python -m model.run_folder experiments     # deletes every run's outputs below experiments/
 """
 
+import json
+import logging
+import platform
+import shlex
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
-from model.errors import NOT_WRITABLE, UserError
-from model.files import open_for_append
+from model.errors import NOT_WRITABLE, TrainingDiverged, UserError
+from model.files import open_for_append, save_json
 
 # Everything a run writes into MODEL_DIR (glob patterns); params.json and search.json are the user's.
 RUN_OUTPUTS = (
-    "params_used.json",  # the hyperparameters the run used, --param overrides and defaults included
+    "params_used.json",  # the hyperparameters the run used, --param changes and defaults included
     "run.json",  # the command, versions, data and how the run ended
     "train.log",
     "last_weights",  # checkpoints of the last epochs
     "best_weights",  # the checkpoint of the best dev epoch
     "history.jsonl",  # one line of dev and train metrics per epoch
     "metrics_*.json",  # dev (eval) and test metrics of the weights
+    "confusion_matrix_*.png",  # evaluate.py's
     "train_summaries",  # TensorBoard
     "eval_summaries",
-    "events.out.tfevents.*",  # TensorBoard's HParams record of the run
+    "events.out.tfevents.*",  # TensorBoard: the run's hyperparameters and results, for HParams
     "evaluate.log",
     "predict.log",
     "export.log",
@@ -33,7 +42,7 @@ RUN_OUTPUTS = (
     "trial.json",  # a search's trial: how the search ended it
     ".lock",
 )
-# What a search and synthesize_results.py write into the folder above the runs.
+# What a search and synthesize_results.py write into the folder above the runs
 JOURNAL_NAME = "optuna_journal.log"  # a TPE search's Optuna study, unless --storage says otherwise
 SEARCH_OUTPUTS = ("search.log", "results.md", "results.csv", f"{JOURNAL_NAME}*", "*.html")
 
@@ -51,33 +60,41 @@ def remove(path):
         path.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(folder):
-    """Deletes the temporary files that a run killed while writing an output left (model/files.py)."""
-    for pattern in RUN_OUTPUTS:
-        for path in Path(folder).glob(f".{pattern}.*.tmp"):
-            path.unlink(missing_ok=True)
-
-
-def refuse_links(folder):
-    """Stops if an output of the run is a symbolic link: training would write through it."""
-    links = [path for path in outputs_in(folder) if path.is_symlink()]
-    if links:
+def prepare(model_dir, restore_from, overwrite):
+    """Before training: refuses to train over an earlier run's weights unless told to continue from
+    or replace them, and refuses outputs that are symbolic links (training would write through
+    them); deletes what a kill left (the temporary files of JSON writes)."""
+    if overwrite:
+        for path in outputs_in(model_dir):
+            if path.name != ".lock":  # held by this run
+                remove(path)
+    elif (
+        list((model_dir / "last_weights").glob("ckpt-*")) + list((model_dir / "best_weights").glob("ckpt-*"))
+        and not restore_from
+    ):
+        raise UserError(
+            f"{model_dir} already holds weights from an earlier run. To continue it, add --restore_from "
+            f"{model_dir / 'last_weights'}; to start again and delete them, add --overwrite; or use another model_dir."
+        )
+    if links := [path for path in outputs_in(model_dir) if path.is_symlink()]:
         raise UserError(
             f"{links[0]} is a symbolic link. Outputs are never written through links, so that nothing is "
             "written outside the folders given: remove it (its target stays), or add --overwrite to replace it."
         )
+    for pattern in RUN_OUTPUTS:  # JSON writes that a kill cut short (model/files.py)
+        for path in Path(model_dir).glob(f".{pattern}.*.tmp"):
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
 def training_lock(folder):
-    """Holds an exclusive lock on a run's folder: two runs training into one folder would
-    overwrite each other's checkpoints. The lock goes with the process, however it ends."""
+    """Holds an exclusive lock on a run's folder, which goes with the process however it ends:
+    two runs training into one folder would overwrite each other's checkpoints."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock
         yield
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
     try:
         tempfile.TemporaryFile(dir=folder).close()  # the folder is writable, not only a lock file left in it
         handle = open_for_append(Path(folder) / ".lock")
@@ -96,6 +113,77 @@ def training_lock(folder):
                 "each other's weights. Wait for it to end or stop it, or use another --model_dir."
             ) from None
         yield
+
+
+class RunRecord:
+    """Keeps MODEL_DIR/run.json: the command, host, versions, git commit, data and model, written
+    when the run starts (status "running", which a kill -9 leaves) and when it ends: "finished",
+    "stopped early" (with the reason), "interrupted", "diverged" or "failed". Earlier runs of the
+    folder are kept in "previous_runs"."""
+
+    def __init__(self, model_dir, data):
+        self.path = Path(model_dir) / "run.json"
+        try:
+            last = json.loads(self.path.read_text())
+            previous = [*last.pop("previous_runs", []), last]
+        except (OSError, ValueError):
+            previous = []
+        self.record = {
+            "command": shlex.join(["python", *sys.argv]),
+            "status": "running",
+            "start_time": _now(),
+            "end_time": None,
+            "host": socket.gethostname(),
+            "versions": {name: metadata.version(name) for name in ("tensorflow", "keras")}
+            | {"python": platform.python_version()},
+            "git": _git_state(),
+            "data": data,
+            "previous_runs": previous,
+        }
+
+    def __enter__(self):
+        save_json(self.record, self.path)
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None:
+            self.record["status"] = "finished" if self.record["status"] == "running" else self.record["status"]
+        elif issubclass(kind, KeyboardInterrupt):
+            self.record["status"] = "interrupted"
+        else:
+            self.record["status"] = "diverged" if issubclass(kind, TrainingDiverged) else "failed"
+            self.record["error"] = f"{kind.__name__}: {error}"
+        self.record["end_time"] = _now()
+        try:
+            save_json(self.record, self.path)
+        except OSError as save_error:  # a full disk: the error that ended the run is the one to show
+            logging.warning(f"Warning: {self.path} could not be updated: {save_error.strerror}")
+            if kind is None:
+                raise
+        return False  # the error, if any, goes on to run_main
+
+
+def data_dir_of(model_dir):
+    """The data folder the run in model_dir trained on, from its run.json (None if unknown)."""
+    try:
+        return json.loads((Path(model_dir) / "run.json").read_text())["data"]["data_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_state():
+    """The commit of the code that ran, and whether it had uncommitted changes, if under git."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout, or git is not installed
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def clean(root):

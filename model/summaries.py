@@ -1,13 +1,12 @@
-"""TensorBoard: each run's scalars, images and hyperparameters.
-
-MODEL_DIR/train_summaries and MODEL_DIR/eval_summaries hold the curves and images of training
-and of the dev evaluations; an event file in MODEL_DIR itself holds the run's hyperparameters
-for the HParams dashboard, which lists every run with them and its metrics.
-"""
+"""TensorBoard: MODEL_DIR/train_summaries and eval_summaries hold the curves and images of
+training and of the dev evaluations; the event files in MODEL_DIR itself hold the run's
+hyperparameters and its best dev metrics (best_dev/...), and evaluate.py's results (test/...),
+for the HParams dashboard, which lists every run with them."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
@@ -15,13 +14,30 @@ from model.run_folder import remove
 
 
 def write_hparams(model_dir, params):
-    """Records the run's hyperparameters for TensorBoard's HParams dashboard, replacing an earlier record."""
+    """Records the run's hyperparameters for the HParams dashboard, replacing an earlier record
+    (and earlier results: the weights they belong to are being trained further); returns the
+    writer of the run's best dev metrics."""
     for stale in Path(model_dir).glob("events.out.tfevents.*"):
         remove(stale)
     # HParams takes numbers, strings and booleans; anything else is shown as JSON text.
     hparams = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in params.dict.items()}
-    with tf.summary.create_file_writer(str(model_dir)).as_default():
+    writer = tf.summary.create_file_writer(str(model_dir))
+    with writer.as_default():
         hp.hparams(hparams, trial_id=str(model_dir))
+    return writer
+
+
+def write_results(writer, step, prefix, metrics):
+    """Scalars such as best_dev/accuracy, which HParams shows as the run's metrics."""
+    write_scalars(writer, step, {f"{prefix}/{name}": value for name, value in metrics.items() if name != "epoch"})
+    writer.flush()
+
+
+def write_evaluation(model_dir, epoch, prefix, metrics, confusion_picture):
+    """evaluate.py's results in the run's HParams row, and its confusion matrix as an image."""
+    writer = tf.summary.create_file_writer(str(model_dir))
+    write_images(writer, epoch, f"{prefix}/confusion_matrix", np.asarray(confusion_picture)[None])
+    write_results(writer, epoch, prefix, metrics)
 
 
 def write_scalars(writer, step, values):
@@ -35,8 +51,8 @@ def write_images(writer, step, name, images):
         tf.summary.image(name, images, max_outputs=len(images))
 
 
-def write_misclassified(writer, step, misclassified):
+def write_misclassified(writer, step, misclassified, class_names):
     """The dev images the model got wrong, grouped by the class it predicted."""
     for predicted, images in sorted(misclassified.items()):
-        write_images(writer, step, f"misclassified/predicted_as_{predicted}", tf.stack(images))
+        write_images(writer, step, f"misclassified/predicted_as_{class_names[predicted]}", tf.stack(images))
     writer.flush()

@@ -146,8 +146,12 @@ def poll(process, timeout):
 
 
 def is_finished(trial_dir, num_epochs):
-    """Whether a trial trained all its epochs (its last metrics say so)."""
+    """Whether a trial trained all its epochs (its last metrics say so), or stopped early."""
     try:
+        if (Path(trial_dir) / "run.json").exists() and load_json(Path(trial_dir) / "run.json").get(
+            "status"
+        ) == "stopped early":
+            return True
         return load_json(Path(trial_dir) / "metrics_eval_last_weights.json").get("epoch", 0) >= num_epochs
     except UserError:
         return False

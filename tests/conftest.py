@@ -3,9 +3,14 @@
 Everything is generated here, in code: the tests download nothing and need no demo data.
 """
 
+import contextlib
 import ctypes
+import io
 import json
+import logging
 import os
+import runpy
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,18 +54,20 @@ def raw_signs(tmp_path):
     return write_raw_signs(tmp_path / "SIGNS")
 
 
+def write_built_dataset(root, seed=1, num_test=24):
+    """A dataset as build_dataset.py writes it: {train,dev,test}/{label}_IMG_*.jpg, 16x16 JPEGs
+    with labels 0 to 5 in turn (96 train and 24 dev images)."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", 96), ("dev", 24), ("test", num_test)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            write_image(root / split / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
+    return root
+
+
 @pytest.fixture
 def built_dataset(tmp_path):
-    """A dataset as build_dataset.py writes it: {train,dev,test}/{label}_IMG_*.jpg, 16x16 JPEGs."""
-    rng = np.random.default_rng(1)
-    root = tmp_path / "16x16_SIGNS"
-    for split, n in (("train", 96), ("dev", 24), ("test", 24)):
-        folder = root / split
-        folder.mkdir(parents=True)
-        for i in range(n):
-            label = i % 6
-            write_image(folder / f"{label}_IMG_{split}{i}.jpg", label, rng, size=(16, 16))
-    return root
+    return write_built_dataset(tmp_path / "16x16_SIGNS")
 
 
 def tiny_params(**overrides):
@@ -100,6 +107,29 @@ def run_script(script, *args, timeout=300, env=None, as_user=False):
         timeout=timeout,
         preexec_fn=drop_root_powers if as_user else None,
     )
+
+
+def run_in_process(script, *args):
+    """Runs a script as a user would, but in this process: for the mistakes a script stops on
+    before it trains, so that each test does not pay for starting TensorFlow. Returns the
+    finished "process" (its exit status, and what it printed on stderr)."""
+    argv, sigterm, stderr = sys.argv, signal.getsignal(signal.SIGTERM), io.StringIO()
+    sys.argv = [str(REPO / script), *map(str, args)]
+    try:
+        with contextlib.redirect_stderr(stderr):
+            runpy.run_path(str(REPO / script), run_name="__main__")
+        returncode = 0
+    except SystemExit as end:
+        returncode = end.code
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, sigterm)
+        for handler in list(logging.getLogger().handlers):  # what set_logger added
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        if "tensorflow" in sys.modules:  # a run that stopped after choosing mixed precision
+            sys.modules["tensorflow"].keras.mixed_precision.set_global_policy("float32")
+    return subprocess.CompletedProcess([script, *args], returncode, "", stderr.getvalue())
 
 
 def drop_root_powers():

@@ -168,6 +168,67 @@ def test_class_folders_under_train_and_test_keep_the_given_test_set(tmp_path):
     assert label_counts(tmp_path / "out/train") == {0: 8, 1: 8, 2: 8}
 
 
+@pytest.mark.parametrize("dev_folder", ["val", "valid", "validation", "dev"])
+def test_a_given_validation_folder_is_the_dev_split_and_unused_folders_are_named(tmp_path, dev_folder):
+    # As photo datasets come: train/, validation/ and test/ class folders of non-square photos
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), (dev_folder, 2), ("test", 2)):
+        for label, name in enumerate(("shirt", "shoes")):
+            (tmp_path / "DATA" / split / name).mkdir(parents=True)
+            for i in range(n):
+                size = ((30, 50), (64, 40), (17, 23))[i % 3]
+                write_image(tmp_path / "DATA" / split / name / f"{split}{i}.jpg", label, rng, size=size)
+    (tmp_path / "DATA" / "extras").mkdir()
+
+    result = build(tmp_path / "DATA", tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    assert names(tmp_path / "out/dev") == sorted(f"{label}_{dev_folder}{i}.jpg" for label in (0, 1) for i in (0, 1))
+    assert label_counts(tmp_path / "out/train") == {0: 6, 1: 6}  # none of train went to dev
+    assert "Warning: not used: the folder(s) extras" in result.stderr
+    assert all(Image.open(p).size == (16, 16) for p in (tmp_path / "out").glob("*/*.jpg"))
+    assert json.loads((tmp_path / "out/classes.json").read_text()) == {"0": "shirt", "1": "shoes"}
+
+
+def striped_photo(path):
+    """40 wide x 20 tall: a red band on the left, white in the middle, a blue band on the right."""
+    image = np.full((20, 40, 3), 255, np.uint8)
+    image[:, :10] = RED
+    image[:, 30:] = BLUE
+    Image.fromarray(image).save(path)
+
+
+@pytest.mark.parametrize("resize", ["squash", "crop", "pad"])
+def test_each_resize_mode_gives_the_expected_pixels(tmp_path, resize):
+    for split in ("train", "test"):
+        (tmp_path / "DATA" / split / "striped").mkdir(parents=True)
+        for i in range(5):
+            striped_photo(tmp_path / "DATA" / split / "striped" / f"{i}.png")
+
+    result = build(tmp_path / "DATA", tmp_path / "out", *([] if resize == "squash" else ["--resize", resize]))
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out/build.json").read_text()) == {"size": 16, "resize": resize}
+    image = pixels(next((tmp_path / "out/test").iterdir()))
+    if resize == "squash":  # stretched: the bands keep their share of the width, over the full height
+        assert_colour(image[:, :3], RED)
+        assert_colour(image[:, 6:10], WHITE)
+        assert_colour(image[:, 13:], BLUE)
+    elif resize == "crop":  # the centre square: the white middle only
+        assert_colour(image, WHITE)
+    else:  # the whole photo, with black borders above and below
+        assert_colour(image[:3], (0, 0, 0))
+        assert_colour(image[13:], (0, 0, 0))
+        assert_colour(image[5:11, :3], RED)
+        assert_colour(image[5:11, 6:10], WHITE)
+        assert_colour(image[5:11, 13:], BLUE)
+
+
+def test_an_unknown_resize_mode_is_refused(tmp_path):
+    result = build(tmp_path / "DATA", tmp_path / "out", "--resize", "stretch")
+    assert result.returncode == 2 and "invalid choice: 'stretch'" in result.stderr
+
+
 # Odd and broken images
 
 

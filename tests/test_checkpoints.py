@@ -8,11 +8,9 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_params
 
-import model.training
 from model import checkpoints
 from model.errors import UserError
 from model.params import build_network, load_params
-from model.training import save_epoch
 
 
 @pytest.fixture
@@ -109,8 +107,8 @@ def no_space(*args):
 @pytest.mark.parametrize("failing", ["checkpoint", "history"])
 def test_a_full_disk_while_saving_an_epoch_says_which_folder_and_what_is_safe(tmp_path, monkeypatch, failing):
     if failing == "history":
-        monkeypatch.setattr(model.training, "append_json_line", no_space)
+        monkeypatch.setattr(checkpoints, "append_json_line", no_space)
     record = {"epoch": 3, "loss": 1.0, "accuracy": 0.5}
 
     with pytest.raises(UserError, match=f"The disk holding {tmp_path} is full: epoch 3 could not be saved"):
-        save_epoch(tmp_path, record, {"last_weights": FullDisk(), "best_weights": FullDisk()}, is_best=True)
+        checkpoints.save_epoch(tmp_path, record, {"last_weights": FullDisk(), "best_weights": FullDisk()}, is_best=True)

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_script, tiny_params, write_image
+from conftest import REPO, run_in_process, run_script, tiny_params, write_image
 from PIL import Image
 
 
@@ -55,7 +55,8 @@ def run_copy(trained, tmp_path):
 @pytest.mark.parametrize("content", [b'{"learning_rate": 0.01, "name": "\xe9t\xe9"}', b"\xff\xfe{\x00}\x00"])
 def test_params_json_that_is_not_utf8(model_dir, trained, content):
     (model_dir / "params.json").write_bytes(content)
-    assert_user_error(train(model_dir, trained[1]), "params.json is not UTF-8 text", "Save it as UTF-8")
+    result = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", trained[1])
+    assert_user_error(result, "params.json is not UTF-8 text", "Save it as UTF-8")
 
 
 def test_params_json_that_cannot_be_read(model_dir, trained):
@@ -91,7 +92,7 @@ def test_tf_config_with_a_task_outside_its_cluster(model_dir, trained):
 
 def test_evaluate_split_takes_only_split_names(run_copy, tmp_path):
     model_dir, data_dir = run_copy
-    result = run_script("evaluate.py", "--model_dir", model_dir, "--split", f"/../../../..{tmp_path}/elsewhere")
+    result = run_in_process("evaluate.py", "--model_dir", model_dir, "--split", f"/../../../..{tmp_path}/elsewhere")
     assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("*elsewhere*"))
 
@@ -197,7 +198,7 @@ FULL_DISK = """
 set -u
 mount -t tmpfs -o size=12m tmpfs "$1" || exit 99
 cp -r "$2" "$1/run"
-head -c 9M /dev/zero > "$1/ballast"
+head -c "$7" /dev/zero > "$1/ballast"
 "$3" "$4" --model_dir "$1/run" --data_dir "$5" --param num_epochs=30 2> "$6/full.err"
 echo $? > "$6/full.status"
 rm "$1/ballast"
@@ -208,15 +209,18 @@ cp -r "$1/run" "$6/run"
 """
 
 
-def test_a_full_disk_stops_training_clearly_and_the_run_resumes_once_space_is_freed(model_dir, trained, tmp_path):
-    # The experiment on a 12 MB file system mounted in a namespace of its own, 9 MB of it taken
-    # by a ballast file: a few epochs' checkpoints fit, then the disk is full. Deleting the
-    # ballast frees space, and the same command with --restore_from continues the run.
+@pytest.mark.parametrize("ballast", ["9M", "12270K"], ids=["in_a_later_epoch", "before_the_first_checkpoint"])
+def test_a_full_disk_stops_training_clearly_and_the_run_resumes_once_space_is_freed(
+    model_dir, trained, tmp_path, ballast
+):
+    # The experiment on a 12 MB file system mounted in a namespace of its own, most of it taken
+    # by a ballast file: a few epochs' checkpoints fit (or none), then the disk is full.
+    # Deleting the ballast frees space, and the same command with --restore_from continues the run.
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_channels=16)))
     if shutil.which("unshare") is None:
         pytest.skip("needs util-linux's unshare to mount a small file system")
     (tmp_path / "disk").mkdir()
-    arguments = [tmp_path / "disk", model_dir, sys.executable, REPO / "train.py", trained[1], tmp_path]
+    arguments = [tmp_path / "disk", model_dir, sys.executable, REPO / "train.py", trained[1], tmp_path, ballast]
     namespace = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", FULL_DISK, "sh"]
     subprocess.run([*namespace, *map(str, arguments)], timeout=600)
     if not (tmp_path / "full.status").exists():
@@ -224,10 +228,15 @@ def test_a_full_disk_stops_training_clearly_and_the_run_resumes_once_space_is_fr
     full, freed = ((tmp_path / f"{name}.err").read_text() for name in ("full", "freed"))
 
     assert (tmp_path / "full.status").read_text().strip() == "2" and "Traceback" not in full
-    assert "is full: epoch" in full and "could not be saved (the epochs before it are)" in full
-    assert "--restore_from" in full
+    [message] = [line for line in full.splitlines() if line.startswith("Error:")]
+    if ballast == "9M":
+        assert "is full: epoch" in message and "could not be saved (the epochs before it are)" in message
+    else:  # the first write that fails, a log, a summary or run.json, is named
+        assert "The disk is full:" in message and f"{tmp_path}/disk/run/" in message
+    assert "--restore_from" in message
     assert (tmp_path / "freed.status").read_text().strip() == "0", freed
-    assert "epochs done" in freed and "Epoch 5/5 - Eval metrics" in freed
+    assert "Epoch 5/5 - Eval metrics" in freed
+    assert ("epochs done" if ballast == "9M" else "holds no checkpoint yet: starting from freshly") in freed
     history = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert history == [1, 2, 3, 4, 5]
     assert len(list((tmp_path / "run" / "best_weights").glob("ckpt-*"))) == 2  # one checkpoint: .index, .data

@@ -9,12 +9,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import REPO, tiny_params
 from PIL import Image
 
 from model.dataset import check_labels, list_split
 from model.errors import UserError
-from model.input_fn import input_fn
+from model.input_fn import AUGMENTATIONS, input_fn
 from model.params import load_params
 
 
@@ -132,16 +133,72 @@ def test_training_shuffles_the_order(built_dataset, tmp_path):
     assert np.concatenate(batch_labels).tolist() != labels
 
 
-def test_training_augments_pixels(built_dataset, tmp_path):
+# Augmentation: each transform, at its strength, on training images only
+
+NO_AUGMENTATION = {
+    key: 0 if hyperparameter.default is not False else False for key, (_, hyperparameter) in AUGMENTATIONS.items()
+}
+SWITCHED_ON = {"use_random_flip": True, "random_brightness": 0.2, "random_saturation": 0.5}
+
+
+def copies_of_one_image(built_dataset, tmp_path, **augmentation):
+    """(24 training copies of one dev image, the evaluation image) under the given augmentation."""
     filenames, labels = list_split(built_dataset, "dev")
-    params = make_params(tmp_path, batch_size=24)
-    one_file = [filenames[0]] * 24
+    params = make_params(tmp_path, batch_size=24, **(NO_AUGMENTATION | augmentation))
+    [augmented], _ = read_all(input_fn(True, [filenames[0]] * 24, [labels[0]] * 24, params))
+    [plain], _ = read_all(input_fn(False, [filenames[0]] * 24, [labels[0]] * 24, params))
+    return augmented, plain[0]
 
-    [augmented], _ = read_all(input_fn(True, one_file, [labels[0]] * 24, params))
-    [plain], _ = read_all(input_fn(False, one_file, [labels[0]] * 24, params))
 
-    # the same image 24 times: without augmentation every copy would equal the plain one
-    assert sum(not np.allclose(copy, plain[0]) for copy in augmented) > 20
+def test_every_augmentation_is_covered_here():
+    assert set(SWITCHED_ON) == set(AUGMENTATIONS)
+
+
+@pytest.mark.parametrize("key", sorted(AUGMENTATIONS))
+def test_each_augmentation_changes_training_images_and_0_turns_it_off(built_dataset, tmp_path, key):
+    augmented, plain = copies_of_one_image(built_dataset, tmp_path, **{key: SWITCHED_ON[key]})
+    assert sum(not np.allclose(copy, plain) for copy in augmented) >= 6  # a flip is left alone half the time
+
+    off, plain = copies_of_one_image(built_dataset, tmp_path)  # every strength 0 or false
+    assert all(np.array_equal(copy, plain) for copy in off)
+
+
+def test_random_flip_mirrors_left_and_right(built_dataset, tmp_path):
+    augmented, plain = copies_of_one_image(built_dataset, tmp_path, use_random_flip=True)
+    flipped = [np.array_equal(copy, plain[:, ::-1]) for copy in augmented]
+    assert all(f or np.array_equal(copy, plain) for f, copy in zip(flipped, augmented))
+    assert 0 < sum(flipped) < 24
+
+
+def test_random_brightness_adds_one_shift_per_image_of_at_most_its_strength(built_dataset, tmp_path):
+    augmented, plain = copies_of_one_image(built_dataset, tmp_path, random_brightness=0.2)
+    unclipped = (plain > 0.2) & (plain < 0.8)
+    shifts = [(copy - plain)[unclipped] for copy in augmented]
+    assert all(np.ptp(shift) < 1e-5 and abs(shift[0]) <= 0.2 + 1e-6 for shift in shifts)
+    assert len({round(float(shift[0]), 4) for shift in shifts}) > 12
+
+
+def test_random_saturation_scales_saturation_and_keeps_hue_and_value(built_dataset, tmp_path):
+    augmented, plain = copies_of_one_image(built_dataset, tmp_path, random_saturation=0.5)
+    hsv = tf.image.rgb_to_hsv(plain).numpy()
+    ratios = []
+    for copy in augmented:
+        copy_hsv = tf.image.rgb_to_hsv(copy).numpy()
+        np.testing.assert_allclose(copy_hsv[..., 2], hsv[..., 2], atol=1e-5)  # value: the largest channel
+        kept = (hsv[..., 1] > 0.1) & (copy_hsv[..., 1] < 0.999)  # where the scaled saturation was not cut at 1
+        ratio = copy_hsv[..., 1][kept] / hsv[..., 1][kept]
+        assert np.ptp(ratio) < 1e-3 and 0.5 - 1e-3 <= ratio[0] <= 1.5 + 1e-3
+        ratios.append(ratio[0])
+    assert min(ratios) < 0.9 and max(ratios) > 1.1
+
+
+def test_evaluation_images_are_never_augmented(built_dataset, tmp_path):
+    filenames, labels = list_split(built_dataset, "dev")
+    strongest = {"use_random_flip": True, "random_brightness": 1.0, "random_saturation": 1.0}
+    with_augmentation = read_all(input_fn(False, filenames, labels, make_params(tmp_path, **strongest)))
+    without = read_all(input_fn(False, filenames, labels, make_params(tmp_path, **NO_AUGMENTATION)))
+    for a, b in zip(with_augmentation[0], without[0]):
+        np.testing.assert_array_equal(a, b)
 
 
 # check_labels
@@ -236,7 +293,7 @@ READ_WITH_CACHE = """
 import sys
 from pathlib import Path
 from model.dataset import list_split
-from model.input_fn import input_fn
+from model.input_fn import AUGMENTATIONS, input_fn
 from model.params import load_params
 
 params_path, data_dir, cache_dir = sys.argv[1:]

@@ -64,11 +64,11 @@ def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, 
     assert stopped_at < NUM_EPOCHS, "the signal came too late to interrupt training"
     assert_every_metrics_file_is_valid_json(model_dir)  # written whole or not at all, even under kill -9
 
-    result = run_script(
-        "train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", "last_weights"
-    )
+    # The same command resumes, whatever stopped the run: it remembers its data folder (run.json)
+    result = run_script("train.py", "--model_dir", model_dir, "--restore_from", "last_weights")
 
     assert result.returncode == 0, result.stderr
+    assert f"images from {built_dataset}" in result.stderr
     assert f"{stopped_at} epochs done" in result.stderr
     assert f"Epoch {stopped_at + 1}/{NUM_EPOCHS} - Train metrics" in result.stderr
     assert f"Epoch {stopped_at}/{NUM_EPOCHS} - Train" not in result.stderr, "a saved epoch was trained again"

@@ -191,7 +191,7 @@ def test_two_searches_of_two_jobs_started_together_share_the_trials_of_one_study
     assert trial_folders(parent) == sorted(t.user_attrs["trial_dir"] for t in complete)
     for name in trial_folders(parent):
         log = (parent / name / "train.log").read_text()
-        assert log.count("Starting from freshly initialised weights") == 1, f"{name} was trained twice"
+        assert log.count("starting from freshly initialised weights") == 1, f"{name} was trained twice"
         assert "Restored" not in log
 
     first, second = (finished_lines(output) for output in outputs)

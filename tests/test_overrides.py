@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import run_script, tiny_params
+from conftest import run_in_process, run_script, tiny_params
 
 
 def read_json(path):
@@ -47,7 +47,7 @@ def test_overrides_are_used_and_recorded_and_params_json_is_unchanged(tmp_path, 
     ids=["misspelt_key", "no_equals_sign"],
 )
 def test_bad_override_is_a_clear_error_before_anything_is_written(model_dir, built_dataset, override, expected):
-    result = train(model_dir, built_dataset, override)
+    result = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--param", override)
 
     assert result.returncode == 2
     assert expected in result.stderr

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_script, tiny_params, write_image
+from conftest import REPO, run_script, tiny_params, write_built_dataset
 from PIL import Image
 
 
@@ -18,12 +18,7 @@ from PIL import Image
 def trained(tmp_path_factory):
     """A model trained 5 epochs on a tiny built dataset: (model_dir, data_dir)."""
     root = tmp_path_factory.mktemp("predict")
-    rng = np.random.default_rng(3)
-    data_dir = root / "16x16_SIGNS"
-    for split, n in (("train", 96), ("dev", 24), ("test", 36)):
-        (data_dir / split).mkdir(parents=True)
-        for i in range(n):
-            write_image(data_dir / split / f"{i % 6}_IMG_{split}{i}.jpg", i % 6, rng, size=(16, 16))
+    data_dir = write_built_dataset(root / "16x16_SIGNS", seed=3, num_test=36)
     model_dir = root / "experiment"
     model_dir.mkdir()
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=5, learning_rate=0.01)))
@@ -152,7 +147,7 @@ for p in images:
     out = serving.signatures["serve_pixels"](pixels=tf.constant(np.asarray(Image.open(p).convert("RGB"))[None]))
     results["pixels"][p] = [out["class"].numpy()[0].decode(), float(out["probabilities"].numpy().max())]
 sys.path.insert(0, repo)
-import model.serving  # the .keras file's layers are the template's
+import model.layers  # the .keras file's layers are the template's
 keras_model = tf.keras.models.load_model(export_dir + "/model.keras")
 results["keras"] = {}
 for p in images:
@@ -160,6 +155,19 @@ for p in images:
     results["keras"][p] = [str(int(q.argmax())), float(q.max())]
 print(json.dumps(results))
 """
+
+
+def load_exports(export_dir, images):
+    """{export: {image: [class, probability]}} of LOAD_EXPORTS run in a fresh process."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_EXPORTS, str(export_dir), str(REPO), *images],
+        cwd=export_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    return json.loads(loaded.stdout.splitlines()[-1])
 
 
 def test_exported_models_give_predict_py_results_in_a_fresh_process(trained, tmp_path):
@@ -177,18 +185,41 @@ def test_exported_models_give_predict_py_results_in_a_fresh_process(trained, tmp
     exported = run_script("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
     assert exported.returncode == 0, exported.stderr
     assert json.loads((tmp_path / "export/classes.json").read_text()) == {str(i): str(i) for i in range(6)}
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD_EXPORTS, str(tmp_path / "export"), str(REPO), *images],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-    assert loaded.returncode == 0, loaded.stderr
-    results = json.loads(loaded.stdout.splitlines()[-1])
-    for export, predictions in results.items():
+    for export, predictions in load_exports(tmp_path / "export", images).items():
         for image in images:
             label, probability = predictions[image]
             assert label == expected[image][0], (export, image)
             assert probability == pytest.approx(expected[image][1], abs=1e-5), (export, image)
+
+
+def test_predict_and_the_exports_make_images_square_as_the_data_was_built(trained, tmp_path):
+    # The data a model trained on was built with --resize crop: a wide photo whose centre square
+    # is a test image must then be classified as that image, by predict.py and every export.
+    model_dir, data_dir = trained
+    cropped_data = tmp_path / "cropped_data"
+    cropped_data.mkdir()
+    (cropped_data / "build.json").write_text(json.dumps({"size": 16, "resize": "crop"}))
+    original = sorted((data_dir / "test").iterdir())[0]
+    wide = np.random.default_rng(0).integers(0, 256, (16, 48, 3), np.uint8)
+    wide[:, 16:32] = np.asarray(Image.open(original))
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    images = [str(original), str(tmp_path / "wide.png")]
+
+    predicted = predict(model_dir, *images, "--data_dir", cropped_data, "--output", tmp_path / "p.csv")
+    squashed = predict(model_dir, *images, "--output", tmp_path / "squashed.csv")  # its own data: squash
+
+    assert predicted.returncode == 0 and squashed.returncode == 0, predicted.stderr + squashed.stderr
+    rows = read_csv(tmp_path / "p.csv")
+    assert float(rows[images[1]]["probability_1"]) == pytest.approx(float(rows[images[0]]["probability_1"]), abs=1e-6)
+    assert rows[images[1]]["class_1"] == rows[images[0]]["class_1"]
+    squashed_rows = read_csv(tmp_path / "squashed.csv")
+    assert squashed_rows[images[1]]["probability_1"] != rows[images[1]]["probability_1"]
+
+    exported = run_script(
+        "export.py", "--model_dir", model_dir, "--data_dir", cropped_data, "--output_dir", tmp_path / "e"
+    )
+    assert exported.returncode == 0, exported.stderr
+    for export, predictions in load_exports(tmp_path / "e", images).items():
+        for image in images:
+            assert predictions[image][0] == rows[image]["class_1"], (export, image)
+            assert predictions[image][1] == pytest.approx(float(rows[image]["probability_1"]), abs=1e-5), export

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_script, tiny_params
+from conftest import REPO, run_in_process, run_script, tiny_params
 
 LOG_UNIFORM_LR = {"distribution": "log_uniform", "low": 1e-4, "high": 1e-1}
 
@@ -128,7 +128,7 @@ def running_processes_mentioning(text):
 def test_search_json_mistake_is_a_clear_error(tmp_path, space, expected):
     parent = make_search(tmp_path / "search", space)
 
-    result = run_script("search_hyperparams.py", "--parent_dir", parent, "--dry_run")
+    result = run_in_process("search_hyperparams.py", "--parent_dir", parent, "--dry_run")
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -193,12 +193,20 @@ def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_d
         assert f"Done. Weights, metrics and summaries are in {trial}" in (trial / "output.log").read_text()
     assert "2 done" in (parent / "search.log").read_text()
 
+    table = run_script("synthesize_results.py", "--parent_dir", parent, "--split", "test")
+    assert table.stdout.count("not evaluated") == 2 and "unfinished" not in table.stdout
+
+    # A rerun trains nothing again; with --evaluate, it evaluates each trial on test
     weights_before = weight_files(*trials)
-    rerun = search(parent, built_dataset)
+    rerun = search(parent, built_dataset, "--evaluate")
 
     assert rerun.returncode == 0, rerun.stderr
     assert "Search finished: 0 done, 2 skipped (finished before), 0 failed" in rerun.stderr
     assert weight_files(*trials) == weights_before
+    for trial in trials:
+        assert 0.0 <= read_json(trial / "metrics_test_best_weights.json")["accuracy"] <= 1.0
+    table = run_script("synthesize_results.py", "--parent_dir", parent, "--split", "test")
+    assert "not evaluated" not in table.stdout and table.stdout.count("learning_rate_0.0") == 2
 
 
 def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_dataset):
@@ -248,7 +256,8 @@ def test_launcher_runs_every_trial_with_its_arguments_intact(tmp_path, built_dat
 def test_a_launcher_that_cannot_start_is_refused_before_any_trial(tmp_path, built_dataset, launcher, expected, sampler):
     parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
 
-    result = search(parent, built_dataset, "--launcher", launcher, "--sampler", sampler, "--num_trials", "1")
+    args = search_args(parent, built_dataset, "--launcher", launcher, "--sampler", sampler, "--num_trials", "1")
+    result = run_in_process("search_hyperparams.py", *args)
 
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert expected in result.stderr
@@ -374,13 +383,13 @@ STOP_AFTER_LAST_WEIGHTS = """
 import os, runpy, signal, sys
 sys.argv = sys.argv[2:]  # [python, train.py, ...] -> [train.py, ...]
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
-import model.training
-save = model.training.save_json
+import model.checkpoints
+save = model.checkpoints.save_json
 def save_then_stop(values, path):
     save(values, path)
     if path.name == "metrics_eval_last_weights.json":
         os.kill(os.getpid(), signal.SIGTERM)
-model.training.save_json = save_then_stop
+model.checkpoints.save_json = save_then_stop
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

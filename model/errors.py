@@ -3,6 +3,7 @@
 import errno
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -41,7 +42,8 @@ def run_main(main):
     except Exception as error:  # TensorFlow's writers raise their own errors on a full disk
         if "No space left on device" not in str(error):
             raise
-        _exit_with(disk_full(str(error).split(";")[0].strip()))
+        # "{{function_node ...}} path/events.out...; No space left on device": keep the path
+        _exit_with(disk_full(re.sub(r"\{\{.*?\}\}", "", str(error).split(";")[0]).strip()))
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)

@@ -5,6 +5,8 @@ PYTHON := $(VENV)/bin/python
 # Number of demo images drawn when data/SIGNS does not exist yet
 DEMO_IMAGES ?= 3000
 MODEL_DIR ?= experiments/base_model
+# The demo's experiment: base_model with the random flip on, which the drawn hands reward
+DEMO_DIR := experiments/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo data train evaluate test test-all bench lint tensorboard clean
@@ -19,12 +21,14 @@ $(VENV)/.installed: requirements.txt requirements-search.txt requirements-dev.tx
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-demo: install data train evaluate ## Set up, build the demo data, train base_model, evaluate it
+demo: install data ## Set up, build the demo data, train experiments/demo and evaluate it
+	@$(MAKE) --no-print-directory train evaluate MODEL_DIR=$(DEMO_DIR)
 	@$(PYTHON) synthesize_results.py --parent_dir experiments
 	@echo
-	@echo "Metrics:     $(MODEL_DIR)/metrics_eval_best_weights.json, $(MODEL_DIR)/metrics_test_best_weights.json"
-	@echo "Logs:        $(MODEL_DIR)/train.log, $(MODEL_DIR)/evaluate.log"
-	@echo "Weights:     $(MODEL_DIR)/best_weights, $(MODEL_DIR)/last_weights"
+	@echo "Metrics:     $(DEMO_DIR)/metrics_eval_best_weights.json, $(DEMO_DIR)/metrics_test_best_weights.json"
+	@echo "Per class:   $(DEMO_DIR)/evaluate.log, $(DEMO_DIR)/confusion_matrix_test_best_weights.png"
+	@echo "Logs:        $(DEMO_DIR)/train.log"
+	@echo "Weights:     $(DEMO_DIR)/best_weights, $(DEMO_DIR)/last_weights"
 	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir experiments"
 
 data: install ## Draw the demo data if data/SIGNS is missing, and build data/64x64_SIGNS

@@ -72,7 +72,7 @@ def main():
     )
     class_names = load_class_names(data_dir, params.num_labels)
     per_class = report.per_class(confusion, class_names)
-    logging.info(report.table(per_class, confusion))
+    logging.info(f"Per class, on the {args.split} split:\n{report.table(per_class, confusion)}")
 
     # Save them, named after the weights
     name = Path(args.restore_from).name if number(args.restore_from) is None else Path(args.restore_from).parent.name

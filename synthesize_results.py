@@ -72,9 +72,10 @@ def find_experiments(parent_dir, split):
 
 
 def differing_keys(all_params):
-    """The hyperparameters whose values are not the same in every experiment."""
+    """The hyperparameters given different values by the experiments. A key an experiment leaves
+    out (a params.json not trained yet, which takes the defaults) does not count as different."""
     keys = sorted({key for params in all_params for key in params})
-    return [key for key in keys if len({repr(params.get(key)) for params in all_params}) > 1]
+    return [key for key in keys if len({repr(params[key]) for params in all_params if key in params}) > 1]
 
 
 def make_rows(experiments, metric):

@@ -70,6 +70,18 @@ def test_only_hyperparameters_that_differ_are_columns(tmp_path):
     assert rows == [["lr_large", "0.02", "0.6000", "10", "1.0000"], ["lr_small", "0.01", "0.5000", "10", "1.0000"]]
 
 
+def test_defaults_filled_in_by_a_run_are_not_differences(tmp_path):
+    # A trained run's params_used.json holds every default; an untrained params.json leaves them out.
+    trained = write_experiment(tmp_path / "trained", metrics(0.5), use_random_flip=True)
+    (trained / "params_used.json").write_text(json.dumps({**BASE_PARAMS, "use_random_flip": True, "momentum": 0.9}))
+    write_experiment(tmp_path / "untrained", use_random_flip=False)
+
+    assert synthesize(tmp_path).returncode == 0
+
+    header, _ = read_csv(tmp_path)
+    assert header == ["experiment", "use_random_flip", "accuracy", "epoch", "loss"]
+
+
 def test_unfinished_experiments_come_after_finished_ones(tmp_path):
     write_experiment(tmp_path / "a", metrics(0.5), learning_rate=0.01)
     write_experiment(tmp_path / "b", None, learning_rate=0.02)

@@ -1,17 +1,11 @@
 """Generate a synthetic stand-in for the SIGNS dataset (hands showing 0 to 5 fingers).
 
-The real SIGNS dataset is 1,200 photos of a hand raising 0 to 5 fingers
-in front of a white wall. We cannot ship those photos, so this module
-draws look-alikes: a hand (forearm, palm, thumb and four fingers, `label` of
-them raised and the rest folded into knuckle bumps) on a cluttered background.
-
-The drawing is deliberately varied so that the label can only be read by
-looking at the fingers, which is what a convolutional network is good at:
-the hand moves, rotates and changes size, skin tone ranges from light to
-dark, the background has clutter in skin-like colours, and lighting, blur,
-noise and JPEG quality change from image to image. Mean colour, file size
-and the amount of skin are therefore poor hints, and a linear model on raw
-pixels stays weak, while the base CNN learns the task in a few epochs.
+The real SIGNS photos (a hand raising 0 to 5 fingers in front of a white wall) cannot be
+shipped, so this module draws look-alikes: a hand with `label` fingers raised and the rest
+folded into knuckle bumps, on a cluttered background. Position, rotation, size, skin tone,
+skin-coloured clutter, lighting, blur, noise and JPEG quality vary from image to image, so the
+label can only be read from the fingers: a linear model on raw pixels stays weak, while the
+base CNN learns the task in a few epochs.
 
 The files follow the raw SIGNS layout that build_dataset.py expects:
     data_dir/train_signs/{label}_IMG_{id}.jpg
@@ -83,13 +77,6 @@ def random_skin_tone(rng):
 
 def as_rgb(colour):
     return tuple(int(round(c)) for c in np.clip(colour, 0, 255))
-
-
-def choose_raised_fingers(label, rng):
-    usual, *others = USUAL_FINGERS[label]
-    if others and rng.random() < OTHER_FINGERS_PROBABILITY:
-        return set(others[0])
-    return set(usual)
 
 
 def random_ramp(rng, size):
@@ -171,7 +158,8 @@ def random_hand_shape(label, rng):
     finger_length = rng.uniform(*FINGER_LENGTH_RANGE)
     finger_width = rng.uniform(*FINGER_WIDTH_RANGE)
     spread = np.radians(rng.uniform(*SPREAD_DEGREES_RANGE))
-    raised = choose_raised_fingers(label, rng)
+    usual, *others = USUAL_FINGERS[label]
+    raised = set(others[0] if others and rng.random() < OTHER_FINGERS_PROBABILITY else usual)
 
     fingers = []  # (start, end, width, is_raised)
     for name, (slot, relative_length) in FINGER_SLOTS.items():

@@ -3,9 +3,11 @@
 import json
 import math
 import re
+import shutil
+from pathlib import Path
 
 import pytest
-from conftest import REPO, run_script, tiny_params, train_losses
+from conftest import REPO, run_script, tiny_params, train_losses, write_built_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -24,24 +26,34 @@ def summary_tags(folder):
     return {tag: events.SummaryMetadata(tag).plugin_data.plugin_name for tag in events.Tags()["tensors"]}
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """An experiment trained for 2 epochs on the tiny dataset, and train.py's finished process;
+    tests that change the experiment take a copy (trained)."""
+    root = tmp_path_factory.mktemp("trained")
+    model_dir = root / "experiment"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(), indent=4))
+    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", write_built_dataset(root / "16x16_SIGNS"))
+    assert result.returncode == 0, result.stderr
+    return model_dir, result
+
+
 @pytest.fixture
-def trained(built_dataset, model_dir):
-    """An experiment trained for 2 epochs on the tiny dataset."""
-    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
-    assert result.returncode == 0, result.stderr
-    return model_dir
+def trained(trained_once, tmp_path):
+    return Path(shutil.copytree(trained_once[0], tmp_path / "experiment"))
 
 
-def test_console_tells_the_training_story_without_tensorflow_chatter(built_dataset, model_dir):
-    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+def test_console_tells_the_training_story_without_tensorflow_chatter(trained_once):
+    result = trained_once[1]
 
-    assert result.returncode == 0, result.stderr
     assert "Epoch 2/2 - Eval metrics" in result.stderr
     for chatter in ("oneDNN", "cuda", "absl", "Sharding callback"):
         assert chatter not in result.stdout + result.stderr
 
 
-def test_train_writes_checkpoints_metrics_logs_and_summaries(trained):
+def test_train_writes_checkpoints_metrics_logs_and_summaries(trained_once):
+    trained = trained_once[0]
     assert checkpoints(trained / "last_weights") == ["ckpt-1", "ckpt-2"]
     assert len(checkpoints(trained / "best_weights")) == 1
 
@@ -141,12 +153,10 @@ def test_divergence_stops_with_a_hint_and_keeps_the_best_weights(trained, built_
     run = read_json(trained / "run.json")
     assert run["status"] == "diverged" and "learning_rate" in run["error"]
     assert [previous["status"] for previous in run["previous_runs"]] == ["finished"]
-    run = read_json(trained / "run.json")
-    assert run["status"] == "diverged" and "learning_rate" in run["error"]
-    assert [previous["status"] for previous in run["previous_runs"]] == ["finished"]
 
 
-def test_run_json_records_what_ran_and_how_it_ended(trained):
+def test_run_json_records_what_ran_and_how_it_ended(trained_once):
+    trained = trained_once[0]
     run = read_json(trained / "run.json")
 
     assert run["status"] == "finished" and run["start_time"] <= run["end_time"]

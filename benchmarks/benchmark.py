@@ -44,15 +44,13 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import build_dataset  # noqa: E402
-from benchmarks.train_runs import scaling, startup_seconds  # noqa: E402
+from benchmarks.train_runs import REPO, scaling, startup_seconds  # noqa: E402
 from demo.synthetic_signs import generate_signs  # noqa: E402
 from model.dataset import list_split  # noqa: E402
 from model.evaluation import Metrics, evaluate, make_eval_step  # noqa: E402
 from model.input_fn import augment, input_fn  # noqa: E402
 from model.params import build_network, load_params  # noqa: E402
 from model.training import StopRequest, make_train_step, model_spec, train_one_epoch  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--num_images", type=int, default=1024, help="Images in the generated dataset")

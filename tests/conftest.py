@@ -87,6 +87,16 @@ def model_dir(tmp_path):
     return folder
 
 
+def train_experiment(model_dir, data_dir, **params):
+    """Trains a new experiment folder holding tiny_params(**params) on data_dir with train.py;
+    returns the finished process."""
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(**params), indent=4))
+    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def train_losses(model_dir):
     """The train loss of each epoch, read from the run's train.log."""
     log = (model_dir / "train.log").read_text()

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_script, tiny_params, train_losses, write_built_dataset
+from conftest import REPO, run_script, tiny_params, train_experiment, train_losses, write_built_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -31,12 +31,7 @@ def trained_once(tmp_path_factory):
     """An experiment trained for 2 epochs on the tiny dataset, and train.py's finished process;
     tests that change the experiment take a copy (trained)."""
     root = tmp_path_factory.mktemp("trained")
-    model_dir = root / "experiment"
-    model_dir.mkdir()
-    (model_dir / "params.json").write_text(json.dumps(tiny_params(), indent=4))
-    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", write_built_dataset(root / "16x16_SIGNS"))
-    assert result.returncode == 0, result.stderr
-    return model_dir, result
+    return root / "experiment", train_experiment(root / "experiment", write_built_dataset(root / "16x16_SIGNS"))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_script, tiny_params, write_built_dataset
+from conftest import REPO, run_script, train_experiment, write_built_dataset
 from PIL import Image
 
 
@@ -19,12 +19,8 @@ def trained(tmp_path_factory):
     """A model trained 5 epochs on a tiny built dataset: (model_dir, data_dir)."""
     root = tmp_path_factory.mktemp("predict")
     data_dir = write_built_dataset(root / "16x16_SIGNS", seed=3, num_test=36)
-    model_dir = root / "experiment"
-    model_dir.mkdir()
-    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=5, learning_rate=0.01)))
-    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
-    assert result.returncode == 0, result.stderr
-    return model_dir, data_dir
+    train_experiment(root / "experiment", data_dir, num_epochs=5, learning_rate=0.01)
+    return root / "experiment", data_dir
 
 
 def predict(model_dir, *args):

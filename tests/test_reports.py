@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_script, tiny_params, write_built_dataset
+from conftest import run_script, train_experiment, write_built_dataset
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -35,10 +35,7 @@ def evaluated(tmp_path_factory):
     data_dir = write_built_dataset(root / "16x16_HANDS", seed=5, num_test=30)
     (data_dir / "classes.json").write_text(json.dumps(dict(enumerate(CLASSES))))
     model_dir = root / "experiment"
-    model_dir.mkdir()
-    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
-    trained = run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
-    assert trained.returncode == 0, trained.stderr
+    train_experiment(model_dir, data_dir, num_epochs=3)
     result = run_script("evaluate.py", "--model_dir", model_dir)  # the data the run trained on
     assert result.returncode == 0, result.stderr
     return model_dir, result

@@ -120,13 +120,13 @@ def run_script(script, *args, timeout=300, env=None, as_user=False):
 
 
 def run_in_process(script, *args):
-    """Runs a script as a user would, but in this process: for the mistakes a script stops on
-    before it trains, so that each test does not pay for starting TensorFlow. Returns the
-    finished "process" (its exit status, and what it printed on stderr)."""
-    argv, sigterm, stderr = sys.argv, signal.getsignal(signal.SIGTERM), io.StringIO()
+    """Runs a script as a user would, but in this process: for the runs that stop before any
+    training (a mistake, a dry run), so that each test does not pay for starting TensorFlow.
+    Returns the finished "process" (its exit status, and what it printed)."""
+    argv, sigterm, stdout, stderr = sys.argv, signal.getsignal(signal.SIGTERM), io.StringIO(), io.StringIO()
     sys.argv = [str(REPO / script), *map(str, args)]
     try:
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             runpy.run_path(str(REPO / script), run_name="__main__")
         returncode = 0
     except SystemExit as end:
@@ -139,7 +139,7 @@ def run_in_process(script, *args):
             handler.close()
         if "tensorflow" in sys.modules:  # a run that stopped after choosing mixed precision
             sys.modules["tensorflow"].keras.mixed_precision.set_global_policy("float32")
-    return subprocess.CompletedProcess([script, *args], returncode, "", stderr.getvalue())
+    return subprocess.CompletedProcess([script, *args], returncode, stdout.getvalue(), stderr.getvalue())
 
 
 def drop_root_powers():

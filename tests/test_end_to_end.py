@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_script, tiny_params, train_experiment, train_losses, write_built_dataset
+from conftest import REPO, run_in_process, run_script, tiny_params, train_experiment, train_losses, write_built_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -81,7 +81,7 @@ def test_evaluate_writes_test_metrics(trained, built_dataset):
 
 def test_train_refuses_to_overwrite_earlier_weights(trained, built_dataset):
     before = checkpoints(trained / "last_weights")
-    result = run_script("train.py", "--model_dir", trained, "--data_dir", built_dataset)
+    result = run_in_process("train.py", "--model_dir", trained, "--data_dir", built_dataset)
     assert result.returncode == 2
     assert "--restore_from" in result.stderr and "--overwrite" in result.stderr
     assert "Traceback" not in result.stderr
@@ -125,7 +125,7 @@ def test_worse_resumed_epoch_keeps_the_best_weights(built_dataset, model_dir):
 
 def test_num_labels_mismatch_is_a_clear_error(built_dataset, model_dir):
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_labels=4)))
-    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    result = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
     assert result.returncode == 2
     assert "num_labels" in result.stderr and "Traceback" not in result.stderr
     assert not (model_dir / "last_weights").exists()

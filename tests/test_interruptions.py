@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_script, tiny_params
+from conftest import REPO, run_in_process, run_script, tiny_params
 
 from model.files import read_json_lines
 
@@ -156,7 +156,7 @@ def test_an_explicit_unreadable_checkpoint_is_a_clear_error(built_dataset, model
         path.write_bytes(path.read_bytes()[:50])
     [prefix] = [path.with_suffix("") for path in (model_dir / "best_weights").glob("ckpt-*.index")]
 
-    evaluated = run_script(
+    evaluated = run_in_process(
         "evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", prefix
     )
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 import optuna  # optional for users, but in requirements-dev.txt: the tests need it
-from conftest import REPO, run_script, tiny_params
+from conftest import REPO, run_in_process, run_script, tiny_params
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from test_search import make_search, read_json, search_args, wait_for, weight_files
@@ -295,17 +295,12 @@ def test_results_list_a_pruned_trial_after_the_finished_ones_even_when_it_scored
 # Clear errors, and what a dry run shows
 
 
-def test_tpe_without_optuna_says_how_to_install_it(tmp_path):
+def test_tpe_without_optuna_says_how_to_install_it(tmp_path, monkeypatch):
     parent = make_search(tmp_path / "search", SAFE_LR)
-    argv = ["search_hyperparams.py", *tpe_args(parent, tmp_path / "data", 2)]
-    code = (
-        "import runpy, sys\n"
-        "sys.modules['optuna'] = None  # import optuna now raises ImportError, as if not installed\n"
-        f"sys.argv = {argv!r}\n"
-        "runpy.run_path('search_hyperparams.py', run_name='__main__')\n"
-    )
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError, as if not installed
+    monkeypatch.delitem(sys.modules, "search.tpe", raising=False)  # imported again, without it
 
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_in_process("search_hyperparams.py", *tpe_args(parent, tmp_path / "data", 2))
 
     assert result.returncode == 2, result.stderr
     assert "pip install -r requirements-search.txt" in result.stderr
@@ -316,7 +311,7 @@ def test_tpe_without_optuna_says_how_to_install_it(tmp_path):
 def test_tpe_dry_run_shows_the_space_and_creates_nothing(tmp_path):
     parent = make_search(tmp_path / "search", SAFE_LR)
 
-    result = run_script(
+    result = run_in_process(
         "search_hyperparams.py", "--parent_dir", parent, "--sampler", "tpe", "--num_trials", 7, "--dry_run"
     )
 
@@ -329,7 +324,7 @@ def test_tpe_dry_run_shows_the_space_and_creates_nothing(tmp_path):
 def test_grid_over_a_distribution_is_a_clear_error(tmp_path):
     parent = make_search(tmp_path / "search", SAFE_LR)
 
-    result = run_script("search_hyperparams.py", "--parent_dir", parent, "--sampler", "grid", "--dry_run")
+    result = run_in_process("search_hyperparams.py", "--parent_dir", parent, "--sampler", "grid", "--dry_run")
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -362,7 +357,7 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(tmp_path, built_datase
     parent = make_search(tmp_path / "search", SAFE_LR)
     url = f"sqlite:///{tmp_path}/no/such/folder/study.db"
 
-    result = run_script("search_hyperparams.py", *tpe_args(parent, built_dataset, 1, "--storage", url))
+    result = run_in_process("search_hyperparams.py", *tpe_args(parent, built_dataset, 1, "--storage", url))
 
     assert result.returncode == 2
     assert f"Cannot open the study in {url}" in result.stderr and "Traceback" not in result.stderr
@@ -375,7 +370,7 @@ def test_another_metric_for_an_existing_study_is_a_clear_error(tmp_path, built_d
     study = optuna.create_study(storage=storage_of(parent), study_name="search", direction="maximize")
     study.set_user_attr("metric", "accuracy")
 
-    result = run_script("search_hyperparams.py", *tpe_args(parent, built_dataset, 1))
+    result = run_in_process("search_hyperparams.py", *tpe_args(parent, built_dataset, 1))
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_script, train_experiment, write_built_dataset
+from conftest import REPO, run_in_process, run_script, train_experiment, write_built_dataset
 from PIL import Image
 
 
@@ -113,7 +113,7 @@ def test_class_names_come_from_the_datasets_classes_json(trained, tmp_path):
 )
 def test_predict_mistakes_are_clear_errors(trained, args, expected):
     model_dir, _ = trained
-    result = predict(model_dir, *args)
+    result = run_in_process("predict.py", "--model_dir", model_dir, *args)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
 
@@ -121,7 +121,7 @@ def test_predict_mistakes_are_clear_errors(trained, args, expected):
 def test_a_folder_with_only_unreadable_files_is_an_error(trained, tmp_path):
     model_dir, _ = trained
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
-    result = predict(model_dir, tmp_path / "bad.jpg")
+    result = run_in_process("predict.py", "--model_dir", model_dir, tmp_path / "bad.jpg")
     assert result.returncode == 2
     assert "None of the files could be read" in result.stderr and "Traceback" not in result.stderr
 

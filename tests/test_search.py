@@ -37,7 +37,7 @@ def search(parent, data_dir, *args):
 
 def dry_run(parent, *args):
     """{trial folder name: values} as listed by --dry_run."""
-    result = run_script("search_hyperparams.py", "--parent_dir", parent, "--dry_run", *args)
+    result = run_in_process("search_hyperparams.py", "--parent_dir", parent, "--dry_run", *args)
     assert result.returncode == 0, result.stderr
     *lines, summary = result.stdout.splitlines()
     assert summary == f"{len(lines)} trials (dry run: nothing was run)"
@@ -180,18 +180,24 @@ def test_random_search_draws_valid_values_the_same_way_each_time(tmp_path):
 
 
 def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_dataset):
-    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
+    # Two jobs at once, each trial started by a --launcher, in a folder whose name has a space
+    parent = make_search(tmp_path / "my search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
     trials = [parent / "learning_rate_0.01", parent / "learning_rate_0.02"]
+    record = tmp_path / "launched.jsonl"
 
-    result = search(parent, built_dataset)
+    result = search(parent, built_dataset, "--jobs", "2", "--launcher", recording_launcher(tmp_path, record))
 
     assert result.returncode == 0, result.stderr
     assert "Search finished: 2 done, 0 skipped (finished before), 0 failed" in result.stderr
-    for trial, learning_rate in zip(trials, (0.01, 0.02)):
+    for trial, other, learning_rate in zip(trials, reversed(trials), (0.01, 0.02)):
         assert read_json(trial / "params.json") == tiny_params(num_epochs=1, learning_rate=learning_rate)
         assert 0.0 <= read_json(trial / "metrics_eval_best_weights.json")["accuracy"] <= 1.0
-        assert f"Done. Weights, metrics and summaries are in {trial}" in (trial / "output.log").read_text()
+        output = (trial / "output.log").read_text()
+        assert f"Done. Weights, metrics and summaries are in {trial}" in output and str(other) not in output
     assert "2 done" in (parent / "search.log").read_text()
+    commands = launched(record)  # each with its arguments intact
+    assert sorted(model_dir_of(command) for command in commands) == list(map(str, trials))
+    assert all(command[:2] == [sys.executable, str(REPO / "train.py")] for command in commands)
 
     table = run_script("synthesize_results.py", "--parent_dir", parent, "--split", "test")
     assert table.stdout.count("not evaluated") == 2 and "unfinished" not in table.stdout
@@ -225,23 +231,6 @@ def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_datas
         assert "is 16x16 pixels, but image_size = 32" in report  # the trial's own message
         assert f"- failed: {bad}" in report
     assert "Traceback" not in result.stderr
-
-
-def test_launcher_runs_every_trial_with_its_arguments_intact(tmp_path, built_dataset):
-    parent = make_search(tmp_path / "my search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
-    record = tmp_path / "launched.jsonl"
-
-    result = search(parent, built_dataset, "--launcher", recording_launcher(tmp_path, record))
-
-    assert result.returncode == 0, result.stderr
-    commands = launched(record)
-    assert sorted(model_dir_of(c) for c in commands) == [
-        str(parent / "learning_rate_0.01"),
-        str(parent / "learning_rate_0.02"),
-    ]
-    for command in commands:
-        assert command[:2] == [sys.executable, str(REPO / "train.py")]
-        assert (Path(model_dir_of(command)) / "metrics_eval_best_weights.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -287,20 +276,6 @@ def test_a_trial_refused_by_a_train_py_still_running_in_its_folder_says_so(tmp_p
     reason = result.stderr.split("failed (exit 2):\n")[1].splitlines()
     assert reason[0].strip().startswith("Error: Another train.py is training in"), result.stderr
     assert not reason[1].startswith("    "), "the message alone, not the other process's lines"
-
-
-def test_two_jobs_run_both_trials_each_into_its_own_log(tmp_path, built_dataset):
-    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
-    trials = [parent / "learning_rate_0.01", parent / "learning_rate_0.02"]
-
-    result = search(parent, built_dataset, "--jobs", "2")
-
-    assert result.returncode == 0, result.stderr
-    assert "Search finished: 2 done" in result.stderr
-    for trial, other in zip(trials, reversed(trials)):
-        assert (trial / "metrics_eval_best_weights.json").exists()
-        output = (trial / "output.log").read_text()
-        assert f"summaries are in {trial}" in output and str(other) not in output
 
 
 def test_rerun_resumes_a_trial_whose_own_num_epochs_is_not_reached(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import tensorflow as tf
-from conftest import REPO, run_script, tiny_params, train_losses
+from conftest import REPO, run_in_process, run_script, tiny_params, train_losses
 
 # Runs train.py with the machine's CPU split into two logical devices, as if it had two GPUs.
 TWO_DEVICES = """
@@ -31,9 +31,9 @@ def train_command(model_dir, data_dir, *args, two_devices=False):
     return command + ["--data_dir", str(data_dir), *map(str, args)]
 
 
-def train(model_dir, data_dir, *args, two_devices=False, env=None):
+def train(model_dir, data_dir, *args, two_devices=False):
     command = train_command(model_dir, data_dir, *args, two_devices=two_devices)
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def experiment(tmp_path, name, **changes):
@@ -151,11 +151,11 @@ def test_two_workers_train_one_experiment_and_leave_one_checkpoint(built_dataset
     assert steps_done(model_dir) == 3 * 6
 
 
-def test_multi_worker_without_tf_config_says_what_is_missing(built_dataset, tmp_path):
+def test_multi_worker_without_tf_config_says_what_is_missing(built_dataset, tmp_path, monkeypatch):
     model_dir = experiment(tmp_path, "cluster", distribution="multi_worker")
-    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
+    monkeypatch.delenv("TF_CONFIG", raising=False)
 
-    result = train(model_dir, built_dataset, env=env)
+    result = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
 
     assert result.returncode == 2
     assert "TF_CONFIG" in result.stderr and "Traceback" not in result.stderr

@@ -73,19 +73,20 @@ def test_a_gap_in_the_labels_follows_one_rule(model_dir, tmp_path):
             label = [0, 1, 2, 3, 4, 5, 9][i % 7]
             write_image(tmp_path / "gap" / split / f"{label}_IMG_{i}.jpg", label % 6, rng, size=(16, 16))
 
-    refused = train(model_dir, tmp_path / "gap", "--param", "num_labels=7")
-    trained = train(model_dir, tmp_path / "gap", "--param", "num_labels=10", "--param", "num_epochs=1")
+    gap = ["--model_dir", model_dir, "--data_dir", tmp_path / "gap"]
+    refused = run_in_process("train.py", *gap, "--param", "num_labels=7")
+    trained = run_script("train.py", *gap, "--param", "num_labels=10", "--param", "num_epochs=1")
 
     assert_user_error(refused, "labels [9] outside 0..6", "Set num_labels to 10")
     assert trained.returncode == 0, trained.stderr
     assert "no images of label(s) [6, 7, 8]" in (model_dir / "train.log").read_text()
 
 
-def test_tf_config_with_a_task_outside_its_cluster(model_dir, trained):
+def test_tf_config_with_a_task_outside_its_cluster(model_dir, trained, monkeypatch):
     cluster = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 2}}
-    result = train(
-        model_dir, trained[1], "--param", "distribution=multi_worker", env={"TF_CONFIG": json.dumps(cluster)}
-    )
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    args = ["--model_dir", model_dir, "--data_dir", trained[1], "--param", "distribution=multi_worker"]
+    result = run_in_process("train.py", *args)
     assert_user_error(result, "task index 2", "lists 2 worker(s), numbered from 0")
     assert not (model_dir / "last_weights").exists()
 
@@ -134,7 +135,8 @@ def test_an_output_that_is_a_link_is_refused_and_its_target_untouched(run_copy, 
     (model_dir / name).symlink_to(target)
     before = target.read_bytes() if target.is_file() else sorted(p.name for p in target.iterdir())
 
-    result = train(model_dir, data_dir, "--restore_from", model_dir / "last_weights", "--param", "num_epochs=3")
+    resume = ["--restore_from", model_dir / "last_weights", "--param", "num_epochs=3"]
+    result = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *resume)
 
     assert_user_error(result, f"{model_dir / name} is a symbolic link")
     assert (target.read_bytes() if target.is_file() else sorted(p.name for p in target.iterdir())) == before
@@ -159,7 +161,7 @@ def test_export_onto_a_link_is_refused(run_copy, tmp_path):
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "saved_model").symlink_to(tmp_path / "served")
 
-    result = run_script("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
+    result = run_in_process("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
 
     assert_user_error(result, "saved_model is a symbolic link")
     assert list((tmp_path / "served").iterdir()) == []

@@ -132,7 +132,7 @@ def test_a_run_killed_in_its_first_saves_resumes_with_the_same_command(built_dat
         model_dir / "last_weights",
     )
 
-    refused = run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    refused = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
     resumed = run_script(*resume)
 
     assert refused.returncode == 2 and f"--restore_from {model_dir / 'last_weights'}" in refused.stderr

@@ -27,11 +27,17 @@ def summary_tags(folder):
 
 
 @pytest.fixture(scope="module")
-def trained_once(tmp_path_factory):
+def built_dataset(tmp_path_factory):
+    """The tiny dataset, written once for this module: its tests only read it."""
+    return write_built_dataset(tmp_path_factory.mktemp("data") / "16x16_SIGNS")
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, built_dataset):
     """An experiment trained for 2 epochs on the tiny dataset, and train.py's finished process;
     tests that change the experiment take a copy (trained)."""
-    root = tmp_path_factory.mktemp("trained")
-    return root / "experiment", train_experiment(root / "experiment", write_built_dataset(root / "16x16_SIGNS"))
+    model_dir = tmp_path_factory.mktemp("trained") / "experiment"
+    return model_dir, train_experiment(model_dir, built_dataset)
 
 
 @pytest.fixture

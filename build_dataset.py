@@ -170,33 +170,58 @@ def resize_and_save(task):
 
 
 def build(splits, output_dir, size, resize, workers):
-    """Writes every split's images resized into output_dir; returns the files skipped and the warnings."""
-    tasks = []
+    """Writes every split's images resized into output_dir; returns the files skipped and the warnings.
+
+    Each split is written into a hidden folder first and takes its place only once every image is
+    written: an interrupted build leaves the earlier dataset whole.
+    """
+    tasks, building = [], {split: output_dir / f".{split}.building" for split in splits}
     for split, items in splits.items():
-        for folder in (output_dir / split, output_dir / f"{split}_signs"):  # and an earlier version's name
+        for folder in (output_dir / split, output_dir / f"{split}_signs", building[split]):  # _signs: older builds
             refuse_link(folder)
-            shutil.rmtree(folder, ignore_errors=True)  # no stale images from an earlier build
-        (output_dir / split).mkdir(parents=True)
+        shutil.rmtree(building[split], ignore_errors=True)  # what an earlier build killed left
+        building[split].mkdir(parents=True)
         taken = set()
         tasks += [
-            (path, output_dir / split / output_name(label, name, taken), size, resize) for path, label, name in items
+            (path, building[split] / output_name(label, name, taken), size, resize) for path, label, name in items
         ]
-    with worker_pool(workers) as pool:
-        results = list(
-            tqdm(pool.imap(resize_and_save, tasks, chunksize=8), total=len(tasks), desc="Resizing", unit="img")
-        )
-    return [error for error, _ in results if error], [warning for _, warning in results if warning]
+    try:
+        with worker_pool(workers) as pool:
+            results = list(
+                tqdm(pool.imap(resize_and_save, tasks, chunksize=8), total=len(tasks), desc="Resizing", unit="img")
+            )
+        errors = [error for error, _ in results if error]
+        if not any(building["train"].glob("*.jpg")):
+            raise UserError(
+                f"None of the train images could be read, so {output_dir} was left as it was. Check that "
+                "--data_dir holds image files:\n  " + "\n  ".join(errors[:10])
+            )
+        for split in splits:
+            for folder in (output_dir / split, output_dir / f"{split}_signs"):
+                shutil.rmtree(folder, ignore_errors=True)  # no stale images from an earlier build
+            building[split].rename(output_dir / split)
+    finally:
+        for folder in building.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    return errors, [warning for _, warning in results if warning]
 
 
 def main():
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
-    if output_dir.resolve().is_relative_to(data_dir.resolve()):
+    # The build replaces OUTPUT_DIR's split folders: they must not hold the raw data, nor be read as it
+    replaced = [output_dir / name for split in SPLITS for name in (split, f"{split}_signs", f".{split}.building")]
+    if output_dir.resolve().is_relative_to(data_dir.resolve()) or any(
+        data_dir.resolve().is_relative_to(folder.resolve()) for folder in replaced
+    ):
         raise UserError(
-            f"--output_dir {output_dir} is inside --data_dir {data_dir}: it would be read as data. "
-            "Choose an output folder outside the raw data, such as data/64x64_SIGNS."
+            f"--output_dir {output_dir} and --data_dir {data_dir} overlap: the build would read its own output, "
+            "or replace the raw data. Choose an output folder outside the raw data, such as data/64x64_SIGNS."
         )
+    for name, smallest in (("size", 1), ("workers", 1), ("synthetic", 1)):
+        if getattr(args, name) is not None and getattr(args, name) < smallest:
+            raise UserError(f"--{name} {getattr(args, name)} must be a whole number of at least {smallest}.")
     for name in ("dev_fraction", "test_fraction"):
         if not 0 <= getattr(args, name) < 1:
             raise UserError(f"--{name} {getattr(args, name)} must be a fraction between 0 and 1, such as 0.2.")

@@ -88,4 +88,10 @@ def load_class_names(data_dir, num_labels):
             f"{path} names the labels {', '.join(names)}, but the model has num_labels = {num_labels} "
             f"(0 to {num_labels - 1}). Pass the --data_dir the model was trained on."
         )
-    return [names[str(label)] for label in range(num_labels)]
+    names = [names[str(label)] for label in range(num_labels)]
+    if not all(isinstance(name, str) and name for name in names) or len(set(names)) < len(names):
+        raise UserError(
+            f'{path} must give each label a name of its own, as text (such as {{"0": "cat", "1": "dog"}}). '
+            "Fix the file, or delete it to name the classes by their labels."
+        )
+    return names

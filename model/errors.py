@@ -18,10 +18,18 @@ class TrainingDiverged(UserError):
 
 # Writing where the user may not, or cannot
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+# A path given that is the wrong kind of thing, and what to say of it
+WRONG_PATH = {
+    errno.ENOTDIR: "a part of this path is a file, where a folder is needed",
+    errno.EEXIST: "this is a file, where a folder is needed",
+    errno.EISDIR: "this is a folder, where a file is needed",
+    errno.ENAMETOOLONG: "this name is too long for the file system",
+}
 
 
 def run_main(main):
-    """Calls `main()`; a UserError, a full disk or a forbidden file becomes one message and exit status 2.
+    """Calls `main()`; a UserError, a full disk, a forbidden file or a path of the wrong kind becomes
+    one message and exit status 2.
 
     SIGTERM (from `kill`, job schedulers and pre-emption) stops a script as Ctrl-C does.
     """
@@ -33,6 +41,8 @@ def run_main(main):
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             _exit_with(disk_full(error.filename))
+        if error.errno in WRONG_PATH:
+            _exit_with(f"{error.filename or 'a path'}: {WRONG_PATH[error.errno]}. Give another path, then run again.")
         if error.errno not in NOT_WRITABLE:
             raise
         _exit_with(

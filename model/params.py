@@ -31,8 +31,11 @@ class Hyperparameter:
             raise UserError(f"{source}: {key} = {json.dumps(value)} is not valid: it must be {self.must_be}.")
 
 
-def at_least(minimum, default):
-    return Hyperparameter(default, f"a whole number of at least {minimum}, such as {default}", lambda v: v >= minimum)
+def at_least(minimum, default, maximum=2**31 - 1):
+    """A whole number; the maximum keeps a typo from reaching TensorFlow, whose counts are 32-bit."""
+    return Hyperparameter(
+        default, f"a whole number from {minimum} to {maximum}, such as {default}", lambda v: minimum <= v <= maximum
+    )
 
 
 def positive(default):
@@ -62,7 +65,7 @@ COMMON = {
     "model_version": Hyperparameter(
         "base_model", "the name of a network of model/model_fn.py", lambda v: v in NETWORKS
     ),
-    "num_labels": Hyperparameter(None, "the number of classes, at least 2", lambda v: v >= 2, kind=int),
+    "num_labels": Hyperparameter(None, "the number of classes, from 2 to 1000000", lambda v: 2 <= v <= 10**6, kind=int),
     "image_size": at_least(1, 64),
     "learning_rate": positive(1e-3),
     "batch_size": at_least(1, 32),

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from model.errors import NOT_WRITABLE, TrainingDiverged, UserError
+from model.errors import NOT_WRITABLE, TrainingDiverged, UserError, run_main
 from model.files import open_for_append, save_json
 
 # Everything a run writes into MODEL_DIR (glob patterns); params.json and search.json are the user's.
@@ -188,10 +188,18 @@ def _git_state():
 
 def clean(root):
     """Deletes the outputs of every run and search below root; keeps params.json and search.json."""
-    for params in Path(root).rglob("params.json"):
-        for path in outputs_in(params.parent, RUN_OUTPUTS + SEARCH_OUTPUTS):
+    if not Path(root).is_dir():
+        raise UserError(f"{root} is not a folder: give the folder of the experiments to clean, such as experiments.")
+    for kind, patterns in (("params.json", RUN_OUTPUTS), ("search.json", SEARCH_OUTPUTS)):
+        for path in (path for found in Path(root).rglob(kind) for path in outputs_in(found.parent, patterns)):
             remove(path)
 
 
-if __name__ == "__main__":
+def main():
+    if len(sys.argv) != 2:
+        raise UserError("Give one folder to clean: python -m model.run_folder experiments")
     clean(sys.argv[1])
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,5 +1,6 @@
 """The search space of search.json: lists of values (a grid) or distributions, and the trials they give."""
 
+import hashlib
 import itertools
 import json
 import math
@@ -12,6 +13,9 @@ from pathlib import Path
 from model.errors import UserError
 from model.files import load_json
 from model.params import declared, did_you_mean
+
+# Characters of a trial folder's name taken from its values (file systems allow 255)
+MAX_NAME = 120
 
 EXAMPLE = """For a grid, give a list of values per key:
     {"learning_rate": [1e-4, 1e-3, 1e-2], "batch_size": [32, 64]}
@@ -120,6 +124,11 @@ def suggest(trial, space):
 
 def trial_name(values):
     """{'learning_rate': 0.001, 'batch_size': 64} -> 'learning_rate_0.001-batch_size_64'."""
-    name = "-".join(f"{key}_{json.dumps(value)}" for key, value in values.items())
-    # Only characters that are safe in a folder name on every OS.
-    return re.sub(r"[^A-Za-z0-9._-]", "", name.replace(" ", ""))
+    name = "-".join(f"{key}_{json.dumps(value)}" for key, value in values.items()).replace('"', "")
+    # Only characters that are safe in a folder name on every OS, in a name short enough for any
+    # file system. A name that had to lose more than quotes gets a digest of the values, so that
+    # two trials never share a folder.
+    safe = re.sub(r"[^A-Za-z0-9._-]", "", name)
+    if safe != name or len(safe) > MAX_NAME:
+        safe = f"{safe[:MAX_NAME]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe

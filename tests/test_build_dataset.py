@@ -342,14 +342,49 @@ def test_signs_file_without_a_label_is_named(tmp_path):
     assert_user_error(result, "x_IMG_1.jpg")
 
 
-def test_output_dir_inside_the_data_dir_is_refused(tmp_path):
-    # It would be listed as one more class folder on the next build.
-    write_class_folders(tmp_path / "PETS", {"cat": "jpg", "dog": "jpg"}, 10, np.random.default_rng(0))
+@pytest.mark.parametrize("data, output", [("PETS", "PETS/16x16"), ("out/train", "out"), ("out/dev_signs/pets", "out")])
+def test_data_and_output_folders_that_overlap_are_refused_and_nothing_is_touched(tmp_path, data, output):
+    # An output inside the data would be read as one more class folder on the next build; data
+    # inside a split folder of the output would be replaced by the build.
+    write_class_folders(tmp_path / data, {"cat": "jpg", "dog": "jpg"}, 10, np.random.default_rng(0))
 
-    result = build(tmp_path / "PETS", tmp_path / "PETS/16x16")
+    result = build(tmp_path / data, tmp_path / output)
 
-    assert_user_error(result, "inside --data_dir")
-    assert not (tmp_path / "PETS/16x16").exists()
+    assert_user_error(result, "overlap")
+    assert sorted(path.name for path in (tmp_path / data).rglob("*")) == sorted(
+        ["cat", "dog"] + [f"{c}_{i}.jpg" for c in ("cat", "dog") for i in range(10)]
+    )
+
+
+@pytest.mark.parametrize("option, value", [("--size", 0), ("--size", -5), ("--workers", 0), ("--synthetic", -5)])
+def test_a_count_below_one_is_refused(raw_signs, tmp_path, option, value):
+    result = build(raw_signs, tmp_path / "out", option, value)
+
+    assert_user_error(result, f"{option} {value}", "at least 1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_build_that_fails_leaves_the_earlier_dataset_whole(signs, tmp_path):
+    out = shutil.copytree(signs[1], tmp_path / "out")
+    before = contents(out)
+    for name in ("cat", "dog"):
+        (tmp_path / "garbage" / name).mkdir(parents=True)
+        (tmp_path / "garbage" / name / f"{name}.jpg").write_text("not an image")
+
+    result = build(tmp_path / "garbage", out)
+
+    assert_user_error(result, "None of the train images could be read", "cat.jpg")
+    assert contents(out) == before, "the earlier images, classes.json and build.json stay"
+    assert not list(out.glob(".*")), "and no hidden folder is left"
+
+
+def contents(folder):
+    """{path: bytes} of every file below folder but the log, which each build appends to."""
+    return {
+        p.relative_to(folder): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "build_dataset.log"
+    }
 
 
 @pytest.mark.parametrize("option", ["--dev_fraction", "--test_fraction"])

@@ -149,3 +149,51 @@ def test_run_main_shows_a_user_error_as_one_message_and_exit_status_2():
     assert result.returncode == 2
     assert "Error: The data folder data/NOPE does not exist." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "make, use, words",
+    [
+        ("a_file", "Path('a_file/metrics.json').write_text('{}')", "a part of this path is a file"),
+        ("a_file", "Path('a_file').mkdir()", "this is a file, where a folder is needed"),
+        ("a_folder/", "Path('a_folder').write_text('{}')", "this is a folder, where a file is needed"),
+        ("", "Path('x' * 300).write_text('{}')", "too long"),
+    ],
+)
+def test_run_main_names_a_path_of_the_wrong_kind(tmp_path, make, use, words):
+    if make.endswith("/"):
+        (tmp_path / make).mkdir()
+    elif make:
+        (tmp_path / make).write_text("")
+    script = f"from pathlib import Path\nfrom model.errors import run_main\nrun_main(lambda: {use})\n"
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, capture_output=True, text=True
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("Error:") == 1 and words in result.stderr and "Traceback" not in result.stderr
+
+
+# make clean (python -m model.run_folder)
+
+
+def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path):
+    kept = ["run/params.json", "run/notes.html", "search/params.json", "search/search.json", "search/trial/params.json"]
+    written = ["run/train.log", "run/last_weights/ckpt-1.index", "run/metrics_eval_best_weights.json"]
+    written += ["search/results.md", "search/plot.html", "search/trial/output.log", "search/trial/trial.json"]
+    for name in kept + written:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+
+    result = subprocess.run([sys.executable, "-m", "model.run_folder", tmp_path], cwd=REPO, capture_output=True)
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+
+
+@pytest.mark.parametrize("args", [[], ["NO_SUCH_FOLDER"], ["a", "b"]])
+def test_clean_without_one_existing_folder_is_refused(args):
+    result = subprocess.run([sys.executable, "-m", "model.run_folder", *args], cwd=REPO, capture_output=True, text=True)
+
+    assert result.returncode == 2 and result.stderr.count("Error:") == 1 and "Traceback" not in result.stderr

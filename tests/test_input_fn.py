@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import REPO, tiny_params
 from PIL import Image
 
-from model.dataset import check_labels, list_split
+from model.dataset import check_labels, list_split, load_class_names
 from model.errors import UserError
 from model.input_fn import AUGMENTATIONS, input_fn
 from model.params import load_params
@@ -61,6 +61,24 @@ def test_list_split_on_an_empty_split_names_the_folder(built_dataset):
 
 
 # input_fn
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"0": "cat", "1": None},
+        {"0": "cat", "1": 5},
+        {"0": "cat", "1": {"x": 1}},
+        {"0": "", "1": "dog"},
+        {"0": "a", "1": "a"},
+    ],
+)
+def test_classes_json_must_name_each_label_with_text_of_its_own(tmp_path, names):
+    (tmp_path / "classes.json").write_text(json.dumps(names))
+    with pytest.raises(UserError, match="must give each label a name of its own"):
+        load_class_names(tmp_path, 2)
+    (tmp_path / "classes.json").write_text(json.dumps({"0": "cat", "1": "dog"}))
+    assert load_class_names(tmp_path, 2) == ["cat", "dog"]
 
 
 def test_evaluation_batches_have_the_right_shapes_types_and_range(built_dataset, tmp_path):

@@ -3,6 +3,7 @@ skipping finished trials, isolating failed ones, launchers, interrupting and res
 
 import ast
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -152,6 +153,19 @@ def test_dry_run_lists_every_grid_combination_and_creates_nothing(tmp_path):
         "learning_rate_0.02-batch_size_16": {"learning_rate": 0.02, "batch_size": 16},
     }
     assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]
+
+
+def test_every_trial_gets_a_folder_of_its_own_with_a_name_any_file_system_takes(tmp_path):
+    # Values that differ only in characters a folder name cannot hold, and many keys at once
+    caches = ["/tmp/cache/a b", "/tmp/cache/ab", "/tmp/cache/a/b"]
+    space = {key: [value] for key, value in tiny_params(image_size=32, num_epochs=2).items() if key != "num_labels"}
+    space["cache"] = caches
+    parent = make_search(tmp_path / "search", space)
+
+    trials = dry_run(parent)
+
+    assert sorted(values["cache"] for values in trials.values()) == sorted(caches)
+    assert all(len(name) < 160 and re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in trials)
 
 
 def test_random_search_draws_valid_values_the_same_way_each_time(tmp_path):

@@ -2,11 +2,14 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import run_script, write_image, write_raw_signs, write_signs_split
+from conftest import REPO, run_script, write_image, write_raw_signs, write_signs_split
 from PIL import Image
 
 SPLITS = ("train", "dev", "test")
@@ -376,6 +379,21 @@ def test_a_build_that_fails_leaves_the_earlier_dataset_whole(signs, tmp_path):
     assert_user_error(result, "None of the train images could be read", "cat.jpg")
     assert contents(out) == before, "the earlier images, classes.json and build.json stay"
     assert not list(out.glob(".*")), "and no hidden folder is left"
+
+
+def test_an_interrupted_build_leaves_the_earlier_dataset_whole(signs, tmp_path):
+    out = shutil.copytree(signs[1], tmp_path / "out")
+    before = contents(out)
+    write_signs_split(tmp_path / "SIGNS/train_signs", 3000, np.random.default_rng(0))  # seconds of resizing
+    args = ["--data_dir", tmp_path / "SIGNS", "--output_dir", out, "--size", "16"]
+    build = subprocess.Popen([sys.executable, REPO / "build_dataset.py", *args], stderr=subprocess.PIPE, text=True)
+    while not any((out / ".train.building").glob("*.jpg")):  # the first new image is written
+        assert build.poll() is None, build.stderr.read()
+    build.send_signal(signal.SIGINT)
+
+    assert build.wait(timeout=60) == 130, build.stderr.read()
+    assert contents(out) == before
+    assert not list(out.glob(".*"))
 
 
 def contents(folder):

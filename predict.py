@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import logging
+import os
 from pathlib import Path
 
 import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
@@ -48,7 +49,12 @@ def list_images(paths):
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(
+                Path(folder, name)
+                for folder, _, names in os.walk(path, onerror=skipped_folder)
+                for name in names
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            )
             for other in (p for p in found if not p.is_file()):  # a pipe or a device would block the reader
                 logging.warning(f"Skipped {other}: not a regular file")
             files += [p for p in found if p.is_file()]
@@ -60,6 +66,11 @@ def list_images(paths):
     if not files:
         raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}.")
     return files
+
+
+def skipped_folder(error):
+    """os.walk's report of a folder it cannot read, which would otherwise leave its images out unsaid."""
+    logging.warning(f"Warning: skipped {error.filename}: {error.strerror}, so its images are left out")
 
 
 def top_classes(probabilities, class_names, k):

@@ -104,22 +104,26 @@ def test_evaluate_split_takes_only_split_names(run_copy, tmp_path):
 def test_a_read_only_experiment_is_evaluated_and_used_but_not_trained(run_copy, tmp_path):
     model_dir, data_dir = run_copy
     files_before = sorted(path.name for path in model_dir.iterdir())
+    photos = shutil.copytree(data_dir / "test", tmp_path / "photos")  # with a folder the user cannot read
+    shutil.copytree(data_dir / "test", photos / "private")
+    (photos / "private").chmod(0)
     model_dir.chmod(0o555)
     try:
         evaluated = run_script("evaluate.py", "--model_dir", model_dir, as_user=True)
         saved_elsewhere = run_script(
             "evaluate.py", "--model_dir", model_dir, "--output_dir", tmp_path / "out", as_user=True
         )
-        predicted = run_script("predict.py", "--model_dir", model_dir, data_dir / "test", as_user=True)
+        predicted = run_script("predict.py", "--model_dir", model_dir, photos, as_user=True)
         resumed = train(model_dir, data_dir, "--restore_from", model_dir / "last_weights", as_user=True)
     finally:
         model_dir.chmod(0o755)
+        (photos / "private").chmod(0o755)
 
     for result in (evaluated, saved_elsewhere, predicted):
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "Test metrics on 12 images" in evaluated.stderr and "not writable" in evaluated.stderr
     assert json.loads((tmp_path / "out" / "metrics_test_best_weights.json").read_text())["accuracy"] >= 0
-    assert "Predicted 12 images" in predicted.stderr
+    assert "Predicted 12 images" in predicted.stderr and f"skipped {photos / 'private'}" in predicted.stderr
     assert_user_error(resumed, f"{model_dir} is not writable")
     assert sorted(path.name for path in model_dir.iterdir()) == files_before
 

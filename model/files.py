@@ -56,7 +56,7 @@ def write_text_atomic(text, path):
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:  # a write on a full disk: name the file
+        if isinstance(error, OSError):  # name the file asked for, not the temporary one
             error.filename = str(path)
         raise
 

@@ -198,7 +198,8 @@ def build(splits, output_dir, size, resize, workers):
             )
         for split in splits:
             for folder in (output_dir / split, output_dir / f"{split}_signs"):
-                shutil.rmtree(folder, ignore_errors=True)  # no stale images from an earlier build
+                if folder.exists():
+                    shutil.rmtree(folder)  # no stale images from an earlier build
             building[split].rename(output_dir / split)
     finally:
         for folder in building.values():

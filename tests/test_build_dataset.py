@@ -2,15 +2,14 @@
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import REPO, run_script, write_image, write_raw_signs, write_signs_split
+from conftest import run_script, write_image, write_raw_signs, write_signs_split
 from PIL import Image
+
+import build_dataset
 
 SPLITS = ("train", "dev", "test")
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -381,17 +380,32 @@ def test_a_build_that_fails_leaves_the_earlier_dataset_whole(signs, tmp_path):
     assert not list(out.glob(".*")), "and no hidden folder is left"
 
 
-def test_an_interrupted_build_leaves_the_earlier_dataset_whole(signs, tmp_path):
+class InterruptedPool:
+    """A worker pool where the user presses Ctrl-C after the first images are written."""
+
+    def __init__(self, processes):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def imap(self, function, tasks, chunksize):
+        yield from map(function, tasks[:5])
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_build_leaves_the_earlier_dataset_whole(signs, tmp_path, monkeypatch):
     out = shutil.copytree(signs[1], tmp_path / "out")
     before = contents(out)
-    write_signs_split(tmp_path / "SIGNS/train_signs", 3000, np.random.default_rng(0))  # seconds of resizing
-    args = ["--data_dir", tmp_path / "SIGNS", "--output_dir", out, "--size", "16"]
-    build = subprocess.Popen([sys.executable, REPO / "build_dataset.py", *args], stderr=subprocess.PIPE, text=True)
-    while not any((out / ".train.building").glob("*.jpg")):  # the first new image is written
-        assert build.poll() is None, build.stderr.read()
-    build.send_signal(signal.SIGINT)
+    splits, _, _ = build_dataset.read_dataset(signs[0], [])
+    monkeypatch.setattr(build_dataset, "worker_pool", InterruptedPool)
 
-    assert build.wait(timeout=60) == 130, build.stderr.read()
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset.build({split: items for split, items in splits.items() if items}, out, 16, "squash", 1)
+
     assert contents(out) == before
     assert not list(out.glob(".*"))
 

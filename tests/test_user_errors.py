@@ -46,7 +46,7 @@ BAD_PARAMS = [
     ("missing num_labels", without("num_labels"), ["'num_labels' is missing"]),
     ("wrong type", tiny_params(batch_size="32"), ['batch_size = "32" is not valid', "whole number"]),
     ("negative learning rate", tiny_params(learning_rate=-0.1), ["learning_rate = -0.1", "positive"]),
-    ("batch_size 0", tiny_params(batch_size=0), ["batch_size = 0", "at least 1"]),
+    ("batch_size 0", tiny_params(batch_size=0), ["batch_size = 0", "a whole number from 1 to"]),
     ("typo in a key", {**without("learning_rate"), "learing_rate": 1e-3}, ["'learing_rate'", "'learning_rate'"]),
     ("unknown model_version", tiny_params(model_version="resnet50"), ["resnet50", "base_model"]),
     ("typo in cache", tiny_params(cache="memroy"), ['cache = "memroy" is not valid', '"memory", "none"']),

@@ -169,15 +169,21 @@ def resize_and_save(task):
         return f"{source}: {error}", None
 
 
+def split_folders(output_dir, split):
+    """The folders a build replaces for a split: its own, its name in earlier versions, and last
+    the hidden folder it is written into."""
+    return output_dir / split, output_dir / f"{split}_signs", output_dir / f".{split}.building"
+
+
 def build(splits, output_dir, size, resize, workers):
     """Writes every split's images resized into output_dir; returns the files skipped and the warnings.
 
     Each split is written into a hidden folder first and takes its place only once every image is
     written: an interrupted build leaves the earlier dataset whole.
     """
-    tasks, building = [], {split: output_dir / f".{split}.building" for split in splits}
+    tasks, building = [], {split: split_folders(output_dir, split)[-1] for split in splits}
     for split, items in splits.items():
-        for folder in (output_dir / split, output_dir / f"{split}_signs", building[split]):  # _signs: older builds
+        for folder in split_folders(output_dir, split):
             refuse_link(folder)
         shutil.rmtree(building[split], ignore_errors=True)  # what an earlier build killed left
         building[split].mkdir(parents=True)
@@ -197,7 +203,7 @@ def build(splits, output_dir, size, resize, workers):
                 "--data_dir holds image files:\n  " + "\n  ".join(errors[:10])
             )
         for split in splits:
-            for folder in (output_dir / split, output_dir / f"{split}_signs"):
+            for folder in split_folders(output_dir, split)[:-1]:
                 if folder.exists():
                     shutil.rmtree(folder)  # no stale images from an earlier build
             building[split].rename(output_dir / split)
@@ -212,7 +218,7 @@ def main():
     data_dir = Path(args.data_dir)
     output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
     # The build replaces OUTPUT_DIR's split folders: they must not hold the raw data, nor be read as it
-    replaced = [output_dir / name for split in SPLITS for name in (split, f"{split}_signs", f".{split}.building")]
+    replaced = [folder for split in SPLITS for folder in split_folders(output_dir, split)]
     if output_dir.resolve().is_relative_to(data_dir.resolve()) or any(
         data_dir.resolve().is_relative_to(folder.resolve()) for folder in replaced
     ):

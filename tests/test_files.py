@@ -94,6 +94,14 @@ def test_write_failing_midway_keeps_the_old_file_and_leaves_no_temporary_file(tm
     assert leftover_files(tmp_path, keep="metrics.json") == []
 
 
+def test_an_atomic_write_onto_a_folder_names_the_folder_not_its_temporary_file(tmp_path):
+    (tmp_path / "predictions.csv").mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        write_text_atomic("image,class_1\n", tmp_path / "predictions.csv")
+    assert raised.value.filename == str(tmp_path / "predictions.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
+
+
 # Logging
 
 
@@ -197,11 +205,3 @@ def test_clean_without_one_existing_folder_is_refused(args):
     result = subprocess.run([sys.executable, "-m", "model.run_folder", *args], cwd=REPO, capture_output=True, text=True)
 
     assert result.returncode == 2 and result.stderr.count("Error:") == 1 and "Traceback" not in result.stderr
-
-
-def test_an_atomic_write_onto_a_folder_names_the_folder_not_its_temporary_file(tmp_path):
-    (tmp_path / "predictions.csv").mkdir()
-    with pytest.raises(IsADirectoryError) as raised:
-        write_text_atomic("image,class_1\n", tmp_path / "predictions.csv")
-    assert raised.value.filename == str(tmp_path / "predictions.csv")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]

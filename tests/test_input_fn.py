@@ -60,9 +60,6 @@ def test_list_split_on_an_empty_split_names_the_folder(built_dataset):
         list_split(built_dataset, "dev")
 
 
-# input_fn
-
-
 @pytest.mark.parametrize(
     "names",
     [
@@ -79,6 +76,9 @@ def test_classes_json_must_name_each_label_with_text_of_its_own(tmp_path, names)
         load_class_names(tmp_path, 2)
     (tmp_path / "classes.json").write_text(json.dumps({"0": "cat", "1": "dog"}))
     assert load_class_names(tmp_path, 2) == ["cat", "dog"]
+
+
+# input_fn
 
 
 def test_evaluation_batches_have_the_right_shapes_types_and_range(built_dataset, tmp_path):

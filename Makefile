@@ -59,4 +59,4 @@ tensorboard: install ## Start TensorBoard over all experiments
 
 clean: ## Delete the demo data and every run's outputs (keeps params.json and search.json files)
 	rm -rf data
-	$(PYTHON_SYSTEM) -m model.run_folder experiments
+	$(PYTHON_SYSTEM) -m model.utils.run_folder experiments

@@ -34,11 +34,11 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from model.dataset import SPLITS, label_from_filename
-from model.errors import UserError, run_main
-from model.files import refuse_link, save_json
-from model.images import IMAGE_EXTENSIONS, RESIZE_MODES, UNREADABLE, read_rgb, square, worker_pool
-from model.logs import set_logger
+from model.utils.dataset import SPLITS, label_from_filename
+from model.utils.errors import UserError, run_main
+from model.utils.files import refuse_link, save_json
+from model.utils.images import IMAGE_EXTENSIONS, RESIZE_MODES, UNREADABLE, read_rgb, square, worker_pool
+from model.utils.logs import set_logger
 
 # Names a dataset gives its dev split, in the order they are looked for
 DEV_FOLDERS = ("val", "valid", "validation", "dev")
@@ -213,8 +213,8 @@ def build(splits, output_dir, size, resize, workers):
     return errors, [warning for _, warning in results if warning]
 
 
-def main():
-    args = parser.parse_args()
+def main(argv=None):
+    args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
     output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
     # The build replaces OUTPUT_DIR's split folders: they must not hold the raw data, nor be read as it

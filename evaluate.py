@@ -18,17 +18,17 @@ import io
 import logging
 from pathlib import Path
 
-import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model import report, summaries
-from model.checkpoints import load_trained_model, number
-from model.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split, load_class_names
-from model.errors import NOT_WRITABLE, run_main
+import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.evaluation import Metrics, evaluate, make_eval_step
-from model.files import save_json, write_text_atomic
 from model.input_fn import input_fn
-from model.logs import set_logger
-from model.run_folder import data_dir_of
 from model.training import format_metrics, set_seed
+from model.utils import report, summaries
+from model.utils.checkpoints import load_trained_model, number
+from model.utils.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split, load_class_names
+from model.utils.errors import NOT_WRITABLE, run_main
+from model.utils.files import save_json, write_text_atomic
+from model.utils.logs import set_logger
+from model.utils.run_folder import data_dir_of
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder of the trained model")
@@ -42,8 +42,8 @@ parser.add_argument("--split", default="test", choices=SPLITS, help="Which split
 parser.add_argument("--output_dir", help="Where to write the metrics and the log (default MODEL_DIR)")
 
 
-def main():
-    args = parser.parse_args()
+def main(argv=None):
+    args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     output_dir = Path(args.output_dir or model_dir)
 
@@ -65,7 +65,7 @@ def main():
 
     # Evaluate on the whole split, and each class
     metrics = Metrics()
-    step = make_eval_step(network, metrics)
+    step = make_eval_step(network, metrics, params)
     results, _, confusion = evaluate(step, metrics, dataset, params.num_labels, desc=args.split.capitalize())
     logging.info(
         f"- {args.split.capitalize()} metrics on {len(files)} images from {data_dir}: {format_metrics(results)}"

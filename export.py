@@ -7,11 +7,11 @@ Restores MODEL_DIR/best_weights (or --restore_from) and writes into MODEL_DIR/ex
                 batch of JPEG, PNG, WebP, GIF or BMP files, any size); serve_pixels takes uint8
                 pixels [batch, height, width, 3]. Both return probabilities and the class name.
   model.keras   the Keras model: uint8 pixels [batch, height, width, 3] in, probabilities out.
-                Load it with keras.models.load_model after `import model.layers` (its
+                Load it with keras.models.load_model after `import model.input_fn, model.utils.layers` (its
                 preprocessing layer is this template's).
   classes.json  the class name of each label.
 Both resize and scale images with input_fn.preprocess, as evaluation and predict.py do, and
-read image files by the rules of model/images.py.
+read image files by the rules of model/utils/images.py.
 
 Example:
     python export.py --model_dir experiments/base_model
@@ -24,19 +24,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
+import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 
 # isort: split
 import tensorflow as tf
 
-from model.checkpoints import load_trained_model
-from model.dataset import load_class_names, resize_mode
-from model.errors import run_main
-from model.files import refuse_link, save_json
-from model.input_fn import decode_jpeg, resize_image, square
-from model.layers import Preprocess
-from model.logs import set_logger
-from model.run_folder import data_dir_of
+from model import model_fn  # noqa: F401  (declares the networks)
+from model.input_fn import Preprocess, decode_jpeg, resize_image, square
+from model.utils.checkpoints import load_trained_model
+from model.utils.dataset import load_class_names, resize_mode
+from model.utils.errors import run_main
+from model.utils.files import refuse_link, save_json
+from model.utils.logs import set_logger
+from model.utils.run_folder import data_dir_of
 
 keras = tf.keras
 
@@ -62,7 +62,7 @@ def classifier(network, image_size, resize):
 
 
 def decode(image_bytes):
-    """An encoded JPEG, PNG, WebP, GIF or BMP file -> uint8 RGB pixels, by model/images.py's rules:
+    """An encoded JPEG, PNG, WebP, GIF or BMP file -> uint8 RGB pixels, by model/utils/images.py's rules:
     transparent pixels composited onto white (the transparency of GIF and BMP files is not read)."""
     png_or_webp = tf.logical_or(
         tf.strings.substr(image_bytes, 0, 4) == b"\x89PNG", tf.strings.substr(image_bytes, 8, 4) == b"WEBP"
@@ -119,8 +119,8 @@ def replace_atomically(write, destination):
         path.replace(destination)
 
 
-def main():
-    args = parser.parse_args()
+def main(argv=None):
+    args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     output_dir = Path(args.output_dir or model_dir / "export")
 

@@ -20,16 +20,16 @@ import logging
 import os
 from pathlib import Path
 
-import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.checkpoints import load_trained_model
-from model.dataset import load_class_names, resize_mode
-from model.errors import UserError, run_main
+import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.evaluation import predict
-from model.files import write_text_atomic
-from model.images import IMAGE_EXTENSIONS
 from model.input_fn import predict_input_fn
-from model.logs import set_logger
-from model.run_folder import data_dir_of
+from model.utils.checkpoints import load_trained_model
+from model.utils.dataset import load_class_names, resize_mode
+from model.utils.errors import UserError, run_main
+from model.utils.files import write_text_atomic
+from model.utils.images import IMAGE_EXTENSIONS
+from model.utils.logs import set_logger
+from model.utils.run_folder import data_dir_of
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("images", nargs="+", help="Image files, or folders of images")
@@ -88,8 +88,8 @@ def to_csv(predictions, k):
     return buffer.getvalue()
 
 
-def main():
-    args = parser.parse_args()
+def main(argv=None):
+    args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     if args.top_k < 1:
         raise UserError("--top_k must be at least 1.")

@@ -29,10 +29,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from model.errors import UserError, run_main
-from model.files import load_json
-from model.logs import set_logger
-from model.params import load_params
+import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
+from model import input_fn, model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
+from model.utils.errors import UserError, run_main
+from model.utils.files import load_json
+from model.utils.logs import set_logger
+from model.utils.params import load_params
 from search.runner import Planned, run_search, run_trial
 from search.space import grid_trials, load_search_space, random_trials, trial_name
 
@@ -78,8 +80,8 @@ def print_dry_run(trials, space, num_trials):
         print(f"{len(trials)} trials (dry run: nothing was run)")
 
 
-def main():
-    args = parser.parse_args()
+def main(argv=None):
+    args = parser.parse_args(argv)
     parent_dir = Path(args.parent_dir)
     if args.jobs < 1 or args.num_trials < 1:
         raise UserError("--jobs and --num_trials must be at least 1.")

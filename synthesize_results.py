@@ -19,10 +19,10 @@ import io
 import logging
 from pathlib import Path
 
-from model.errors import UserError, run_main
-from model.files import load_json, write_text_atomic
-from model.params import LOWER_IS_BETTER
-from model.run_folder import JOURNAL_NAME
+from model.utils.errors import UserError, run_main
+from model.utils.files import load_json, write_text_atomic
+from model.utils.params import LOWER_IS_BETTER
+from model.utils.run_folder import JOURNAL_NAME
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--parent_dir", default="experiments", help="Folder to search for experiments")
@@ -116,9 +116,9 @@ def to_csv(header, rows):
     return buffer.getvalue()
 
 
-def main():
+def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     parent_dir = Path(args.parent_dir)
     if not parent_dir.is_dir():
         raise UserError(f"--parent_dir {parent_dir} does not exist.")

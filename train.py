@@ -1,7 +1,7 @@
 """Train the model on the train split, evaluating on dev after every epoch.
 
 Reads the hyperparameters from MODEL_DIR/params.json (with any --param KEY=VALUE changes) and
-writes everything the run produces into MODEL_DIR (the list is RUN_OUTPUTS in model/run_folder.py):
+writes everything the run produces into MODEL_DIR (the list is RUN_OUTPUTS in model/utils/run_folder.py):
 params_used.json, run.json, train.log, last_weights/, best_weights/, metrics_eval_*.json,
 history.jsonl and TensorBoard summaries. The data is the output of build_dataset.py:
 DATA_DIR/{train,dev}/{label}_*.jpg
@@ -16,15 +16,14 @@ import argparse
 import logging
 from pathlib import Path
 
-import model.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.dataset import DEFAULT_DATA_DIR, check_split, list_split, load_class_names
-from model.distribute import make_strategy, output_folder
-from model.errors import run_main
+import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model.input_fn import train_and_dev
-from model.logs import set_logger
-from model.params import load_params
-from model.run_folder import RunRecord, data_dir_of, prepare, training_lock
 from model.training import model_spec, set_seed, train_and_evaluate
+from model.utils.dataset import DEFAULT_DATA_DIR, check_split, list_split, load_class_names
+from model.utils.distribute import make_strategy
+from model.utils.errors import run_main
+from model.utils.params import load_params
+from model.utils.run_folder import data_dir_of, run_folder
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -45,8 +44,8 @@ parser.add_argument(
 parser.add_argument("--overwrite", action="store_true", help="Delete MODEL_DIR's earlier outputs and start again")
 
 
-def main():
-    args = parser.parse_args()
+def main(argv=None):
+    args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
 
     # Load the hyperparameters from the experiment's params.json, with any --param overrides
@@ -57,6 +56,8 @@ def main():
     splits = {split: list_split(data_dir, split) for split in ("train", "dev")}
     warnings = [warning for split, files in splits.items() for warning in check_split(*files, params, split)]
     class_names = load_class_names(data_dir, params.num_labels)
+    counts = {split: len(filenames) for split, (filenames, _) in splits.items()}
+    data = {"data_dir": str(data_dir), **counts}
 
     # Choose the devices and machines to train on, before TensorFlow runs anything
     strategy = make_strategy(params.distribution)
@@ -64,41 +65,33 @@ def main():
     # Seed Python, NumPy and TensorFlow for reproducible experiments
     set_seed(params.seed, params.deterministic)
 
-    # In a cluster only the chief writes into MODEL_DIR, the others into a temporary folder;
-    # one run at a time trains in a folder
-    with output_folder(strategy, model_dir) as output_dir, training_lock(output_dir):
-        # Never train over an earlier run's weights by accident, nor write through a link
-        prepare(output_dir, args.restore_from, args.overwrite)
-
-        # Log to the console and to MODEL_DIR/train.log
-        set_logger(output_dir / "train.log")
+    # Set up MODEL_DIR: one run at a time, never over earlier weights, a train.log, and run.json
+    # (the command, versions, data and how the run ended)
+    with run_folder(strategy, model_dir, args.restore_from, args.overwrite, data) as (output_dir, run):
         for warning in warnings:
             logging.warning(warning)
         if args.param:
             logging.info(f"Hyperparameters changed for this run: {', '.join(args.param)}")
 
-        # run.json records the command, versions, data (from the start: a resume reads it) and how the run ended
-        counts = {split: len(filenames) for split, (filenames, _) in splits.items()}
-        with RunRecord(output_dir, data={"data_dir": str(data_dir), **counts}) as run:
-            # Create the input data pipelines
-            logging.info("Creating the datasets...")
-            train_dataset, dev_dataset = train_and_dev(splits, params)
-            logging.info(f"- {counts['train']} train and {counts['dev']} dev images from {data_dir}")
+        # Create the input data pipelines
+        logging.info("Creating the datasets...")
+        train_dataset, dev_dataset = train_and_dev(splits, params)
+        logging.info(f"- {counts['train']} train and {counts['dev']} dev images from {data_dir}")
 
-            # Define the model, its variables placed by the strategy
-            logging.info(f"Creating the model on {strategy.num_replicas_in_sync} replica(s)...")
-            spec = model_spec(params, strategy, splits["train"][1])
-            spec.model.summary(print_fn=lambda text, **_: logging.info(text))
-            run.record["model"] = {"model_version": params.model_version, "parameters": spec.model.count_params()}
+        # Define the model, its variables placed by the strategy
+        logging.info(f"Creating the model on {strategy.num_replicas_in_sync} replica(s)...")
+        spec = model_spec(params, strategy, splits["train"][1])
+        spec.model.summary(print_fn=lambda text, **_: logging.info(text))
+        run.record["model"] = {"model_version": params.model_version, "parameters": spec.model.count_params()}
 
-            # Train, evaluating on dev after each epoch
-            logging.info(f"Starting training for {params.num_epochs} epochs")
-            stopped_early = train_and_evaluate(
-                spec, train_dataset, dev_dataset, output_dir, params, class_names, args.restore_from
-            )
-            if stopped_early:
-                run.record.update(status="stopped early", reason=stopped_early)
-            logging.info(f"Done. Weights, metrics and summaries are in {output_dir}")
+        # Train, evaluating on dev after each epoch
+        logging.info(f"Starting training for {params.num_epochs} epochs")
+        stopped_early = train_and_evaluate(
+            spec, train_dataset, dev_dataset, output_dir, params, class_names, args.restore_from
+        )
+        if stopped_early:
+            run.record.update(status="stopped early", reason=stopped_early)
+        logging.info(f"Done. Weights, metrics and summaries are in {output_dir}")
 
 
 if __name__ == "__main__":

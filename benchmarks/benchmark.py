@@ -26,7 +26,7 @@ from pathlib import Path
 
 # The benchmark lives one folder down: make the template's `model` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import model.quiet_tensorflow  # noqa: E402, F401  (before TensorFlow: hides its start-up chatter)
+import model.utils.quiet_tensorflow  # noqa: E402, F401  (before TensorFlow: hides its start-up chatter)
 
 # isort: split
 import argparse  # noqa: E402
@@ -46,11 +46,11 @@ from PIL import Image  # noqa: E402
 import build_dataset  # noqa: E402
 from benchmarks.train_runs import REPO, scaling, startup_seconds  # noqa: E402
 from demo.synthetic_signs import generate_signs  # noqa: E402
-from model.dataset import list_split  # noqa: E402
 from model.evaluation import Metrics, evaluate, make_eval_step  # noqa: E402
 from model.input_fn import augment, input_fn  # noqa: E402
-from model.params import build_network, load_params  # noqa: E402
 from model.training import StopRequest, make_train_step, model_spec, train_one_epoch  # noqa: E402
+from model.utils.dataset import list_split  # noqa: E402
+from model.utils.params import build_network, load_params  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--num_images", type=int, default=1024, help="Images in the generated dataset")
@@ -222,7 +222,7 @@ def main():
 
         # 4. Evaluation throughput of evaluate.py's path
         metrics = Metrics()
-        eval_step = make_eval_step(build_network(params), metrics)
+        eval_step = make_eval_step(build_network(params), metrics, params)
         eval_dataset = input_fn(False, files, labels, params, one_pass=True)
         eval_s = median_seconds(lambda: evaluate(eval_step, metrics, eval_dataset, params.num_labels), args.repeats)
         figures["eval_images_per_s"] = n / eval_s

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from demo.synthetic_signs import generate_signs
-from model.dataset import list_split
+from model.utils.dataset import list_split
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = (1, 2, 4)

@@ -55,9 +55,9 @@ def keras_fit(data, params, seed, weights):
     import numpy as np
     import tensorflow as tf
 
-    from model.dataset import list_split
     from model.model_fn import optimizer
-    from model.params import build_network
+    from model.utils.dataset import list_split
+    from model.utils.params import build_network
 
     def arrays(split):
         files, labels = list_split(data, split)
@@ -99,8 +99,8 @@ def main():
     data = built(args.data_dir.resolve(), work, args.size)
     num_labels = len(json.loads((data / "classes.json").read_text()))
 
-    import model.quiet_tensorflow  # noqa: F401
-    from model.params import load_params
+    import model.utils.quiet_tensorflow  # noqa: F401
+    from model.utils.params import load_params
 
     model_dir = work / "template"
     model_dir.mkdir(exist_ok=True)

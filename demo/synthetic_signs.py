@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from model.images import worker_pool
+from model.utils.images import worker_pool
 
 NUM_CLASSES = 6
 SUPERSAMPLE = 2  # draw at 2x and shrink, which antialiases the edges

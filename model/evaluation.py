@@ -6,11 +6,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model.model_fn import METRICS, per_image_loss
+from model.model_fn import METRICS, loss
 
 
 class Metrics:
-    """The loss and every metric of model_fn.METRICS, accumulated over the batches of an epoch."""
+    """The loss and every metric of model_fn.METRICS, accumulated over the batches of an epoch.
+    The metrics are given the class probabilities, the loss the logits."""
 
     def __init__(self):
         self.loss = tf.keras.metrics.Mean()
@@ -31,17 +32,17 @@ class Metrics:
             metric.reset_state()
 
 
-def make_eval_step(model, metrics, strategy=None, jit_compile=False):
+def make_eval_step(model, metrics, params, strategy=None):
     """A compiled step: the predicted class of each image of a batch, updating `metrics`, split
     over the strategy's replicas."""
     strategy = strategy or tf.distribute.get_strategy()
 
     def replica_step(images, labels):
         logits = model(images, training=False)
-        metrics.update(labels, logits, per_image_loss(labels, logits))
+        metrics.update(labels, logits, loss(labels, logits, params))
         return tf.argmax(logits, axis=1, output_type=tf.int32)
 
-    if jit_compile:  # as in training.make_train_step
+    if params.jit_compile:  # as in training.make_train_step
         replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function

@@ -15,40 +15,29 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from model.images import UNREADABLE, read_rgb
-from model.params import flag, fraction
+from model.utils.images import UNREADABLE, read_rgb
+from model.utils.params import flag, fraction, hyperparameters
 
 keras = tf.keras
 # Images shuffled together when reading a disk cache (with a memory cache: all of them)
 DISK_CACHE_SHUFFLE_BUFFER = 1000
 
 
-def flip(image, _):
-    return tf.image.random_flip_left_right(image)
-
-
-def brightness(image, max_delta):
-    return tf.image.random_brightness(image, max_delta)
-
-
-def saturation(image, strength):
-    return tf.image.random_saturation(image, 1 - strength, 1 + strength)
-
-
-# The random changes made to training images (never to evaluation ones), in this order. Each has
-# a hyperparameter of its own name, its strength; 0 or false turns it off. To add one, write a
-# function (image with values in [0, 1], strength) -> image, and add it here.
-AUGMENTATIONS = {
-    "use_random_flip": (flip, flag(False)),
-    "random_brightness": (brightness, fraction(0.125, "the largest change of brightness")),
-    "random_saturation": (saturation, fraction(0.5, "saturation is multiplied by 1 - it to 1 + it")),
-}
-
-
+@hyperparameters(
+    use_random_flip=flag(False),
+    random_brightness=fraction(0.125, "the largest change of brightness"),
+    random_saturation=fraction(0.5, "saturation is multiplied by 1 - it to 1 + it"),
+)
 def augment(image, label, params):
-    for key, (transform, _) in AUGMENTATIONS.items():
-        if params.dict[key]:
-            image = transform(image, params.dict[key])
+    """The random changes made to a training image (never to an evaluation one), its values in
+    [0, 1]. Each has a hyperparameter, its strength; 0 or false turns it off. To add one, declare
+    its hyperparameter above and apply it below."""
+    if params.use_random_flip:
+        image = tf.image.random_flip_left_right(image)
+    if params.random_brightness:
+        image = tf.image.random_brightness(image, params.random_brightness)
+    if params.random_saturation:
+        image = tf.image.random_saturation(image, 1 - params.random_saturation, 1 + params.random_saturation)
     return tf.clip_by_value(image, 0.0, 1.0), label  # brightness and saturation can leave [0, 1]
 
 
@@ -115,7 +104,7 @@ def cache(dataset, where):
 
 
 def input_fn(is_training, filenames, labels, params, one_pass=False):
-    """A tf.data.Dataset of (images, labels) batches from JPEG files (model.dataset.list_split).
+    """A tf.data.Dataset of (images, labels) batches from JPEG files (model.utils.dataset.list_split).
 
     Training shuffles and augments; evaluation keeps the order. `one_pass`: the dataset is
     read once (evaluate.py), so it is not cached.
@@ -202,3 +191,18 @@ def predict_input_fn(filenames, params, resize="squash"):
     dataset = tf.data.Dataset.from_tensor_slices([str(name) for name in filenames])
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
+
+
+@keras.utils.register_keras_serializable(package="template")
+class Preprocess(keras.layers.Layer):
+    """preprocess as a layer, for the exported Keras model (export.py)."""
+
+    def __init__(self, image_size, resize="squash", **kwargs):
+        super().__init__(**kwargs)
+        self.image_size, self.resize = image_size, resize
+
+    def call(self, images):
+        return preprocess(images, self.image_size, self.resize)
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size, "resize": self.resize}

@@ -1,14 +1,16 @@
 """The model: the networks, the loss, the metrics and the optimizer. This is the file to edit.
 
 A network is a function `params -> keras.Model` returning logits. @network registers it under
-its name with the hyperparameters only it uses; "model_version" in params.json picks one.
+its name with the hyperparameters only it uses; "model_version" in params.json picks one. Any
+other function here declares the hyperparameters it reads with @hyperparameters, above it:
+each key, its default and its valid values, so that params.json is checked before a run starts.
 """
 
 import tensorflow as tf
 
-from model.errors import UserError
-from model.layers import BatchNormalization
-from model.params import at_least, choice, flag, fraction, network, positive
+from model.utils.errors import UserError
+from model.utils.layers import BatchNormalization
+from model.utils.params import at_least, choice, flag, fraction, hyperparameters, metrics, network, positive
 
 keras = tf.keras
 
@@ -71,31 +73,31 @@ def logits(x, params):
     return keras.layers.Dense(params.num_labels, name="logits", dtype="float32")(x)
 
 
-def per_image_loss(labels, logits):
-    """The loss of each image: the cross-entropy of the softmax of its logits."""
+def loss(labels, logits, params):
+    """The loss of each image: the cross-entropy of the softmax of its logits. Training and
+    evaluation both call it, so train and dev losses measure the same thing."""
     return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
 
-# The metrics, by name. Training and evaluation update each with (labels, class probabilities),
-# then log, save, summarise and tabulate it, with the loss. Add one in one line, such as
-#   "top_3_accuracy": lambda: keras.metrics.SparseTopKCategoricalAccuracy(k=3),
-METRICS = {
-    "accuracy": keras.metrics.SparseCategoricalAccuracy,
-}
+# The metrics, by name. Training and evaluation update each with (labels, probabilities): the
+# softmax of the logits, so build none with from_logits=True. They log, save, summarise and
+# tabulate every one, with the loss; best_metric in params.json may name any. Add one in a line:
+#   top_3_accuracy=lambda: keras.metrics.SparseTopKCategoricalAccuracy(k=3),
+METRICS = metrics(
+    accuracy=keras.metrics.SparseCategoricalAccuracy,
+)
 
 
-# The optimizer's hyperparameters (learning_rate and num_epochs are in COMMON in model/params.py)
-OPTIMIZER = {
-    "optimizer": choice("adam", "adamw", "sgd"),
-    "weight_decay": positive(0.004),  # AdamW's: each step shrinks the weights by learning_rate * weight_decay
-    "momentum": fraction(0.9, "SGD's momentum", below_one=True),
-    "lr_schedule": choice("constant", "cosine", "step"),
-    "warmup_epochs": at_least(0, 0),  # cosine: epochs of linear warm-up from 0 to learning_rate
-    "lr_decay_epochs": at_least(1, 5),  # step: the rate is multiplied by lr_decay_rate every lr_decay_epochs
-    "lr_decay_rate": fraction(0.1, "what the step schedule multiplies the rate by"),
-}
-
-
+@hyperparameters(
+    learning_rate=positive(1e-3),
+    optimizer=choice("adam", "adamw", "sgd"),
+    weight_decay=positive(0.004),  # AdamW's: each step shrinks the weights by learning_rate * weight_decay
+    momentum=fraction(0.9, "SGD's momentum", below_one=True),
+    lr_schedule=choice("constant", "cosine", "step"),
+    warmup_epochs=at_least(0, 0),  # cosine: epochs of linear warm-up from 0 to learning_rate
+    lr_decay_epochs=at_least(1, 5),  # step: the rate is multiplied by lr_decay_rate every lr_decay_epochs
+    lr_decay_rate=fraction(0.1, "what the step schedule multiplies the rate by"),
+)
 def optimizer(params, steps_per_epoch):
     """Adam, AdamW with weight decay, or SGD with momentum, at the learning rate of schedule()."""
     rate = schedule(params, steps_per_epoch)
@@ -119,4 +121,4 @@ def schedule(params, steps_per_epoch):
     if params.lr_schedule == "step":
         every = params.lr_decay_epochs * steps_per_epoch
         return schedules.ExponentialDecay(params.learning_rate, every, params.lr_decay_rate, staircase=True)
-    return params.learning_rate
+    return float(params.learning_rate)  # Keras refuses a whole number here

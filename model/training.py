@@ -10,11 +10,12 @@ from pathlib import Path
 import tensorflow as tf
 from tqdm import tqdm
 
-from model import checkpoints, model_fn, summaries
-from model.errors import TrainingDiverged, UserError
+from model import model_fn
 from model.evaluation import Metrics, evaluate, local_values, make_eval_step, num_batches
-from model.files import load_json
-from model.params import LOWER_IS_BETTER, build_network
+from model.utils import checkpoints, summaries
+from model.utils.errors import TrainingDiverged, UserError
+from model.utils.files import load_json
+from model.utils.params import LOWER_IS_BETTER, Params, build_network
 
 keras = tf.keras
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch
@@ -30,7 +31,7 @@ class ModelSpec:
     train_metrics: Metrics
     eval_metrics: Metrics
     strategy: tf.distribute.Strategy  # where the variables live, and so where the steps run
-    jit_compile: bool = False  # compile the train and eval steps with XLA
+    params: Params  # the run's hyperparameters, which the loss may read
     class_weights: tf.Tensor = None  # the weight of each class in the training loss (None: all 1)
 
 
@@ -62,7 +63,7 @@ def model_spec(params, strategy, train_labels=()):
         # first step: so they are placed like the model's, and a checkpoint can fill them.
         optimizer.build(model.trainable_variables)
         weights = class_weights(train_labels, params.num_labels) if params.class_weight == "balanced" else None
-        return ModelSpec(model, optimizer, Metrics(), Metrics(), strategy, params.jit_compile, weights)
+        return ModelSpec(model, optimizer, Metrics(), Metrics(), strategy, params, weights)
 
 
 def class_weights(labels, num_labels):
@@ -78,7 +79,7 @@ def make_train_step(spec):
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
             logits = spec.model(images, training=True)
-            losses = model_fn.per_image_loss(labels, logits)
+            losses = model_fn.loss(labels, logits, spec.params)
             if spec.class_weights is not None:
                 losses *= tf.gather(spec.class_weights, labels)
             # This replica's share of the global batch's mean loss: summed over the replicas,
@@ -90,7 +91,7 @@ def make_train_step(spec):
         spec.train_metrics.update(labels, logits, losses)
         return loss
 
-    if spec.jit_compile:
+    if spec.params.jit_compile:
         # XLA compiles each replica's step; combining the replicas' gradients stays outside.
         # (Only then a function of its own: a nested tf.function made steps 20-50% slower.)
         replica_step = tf.function(replica_step, jit_compile=True)
@@ -161,7 +162,7 @@ def check_same_precision(prefix, params):
 
 def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, class_names, restore_from=None):
     """Trains for params.num_epochs epochs in total, evaluating on dev after each one, and saves
-    what RUN_OUTPUTS (model/run_folder.py) lists. With restore_from, continues where it stopped.
+    what RUN_OUTPUTS (model/utils/run_folder.py) lists. With restore_from, continues where it stopped.
     Returns why it stopped early, or None."""
     model_dir = Path(model_dir)
     # The optimizer and epoch counter are saved with the model, so that a resumed run continues exactly.
@@ -187,7 +188,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, clas
     dev_dataset = spec.strategy.experimental_distribute_dataset(dev_dataset)
     writers = {name: tf.summary.create_file_writer(str(model_dir / f"{name}_summaries")) for name in ("train", "eval")}
     train_step = make_train_step(spec)
-    eval_step = make_eval_step(spec.model, spec.eval_metrics, spec.strategy, spec.jit_compile)
+    eval_step = make_eval_step(spec.model, spec.eval_metrics, params, spec.strategy)
 
     if int(checkpoint.epoch) >= params.num_epochs:
         logging.info(f"All {params.num_epochs} epochs are done already: raise num_epochs to train more")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.errors import UserError
-from model.files import load_json, save_json
+from model.utils.errors import UserError
+from model.utils.files import load_json, save_json
 
 # The trial processes running now, so that an interrupted search can stop them.
 RUNNING = set()

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import UserError
-from model.files import load_json
-from model.params import declared, did_you_mean
+from model.utils.errors import UserError
+from model.utils.files import load_json
+from model.utils.params import declared, did_you_mean
 
 # Characters of a trial folder's name taken from its values (file systems allow 255)
 MAX_NAME = 120

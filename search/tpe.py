@@ -15,10 +15,10 @@ import logging
 import time
 import warnings
 
-from model.errors import UserError
-from model.files import load_json, read_json_lines, save_json, write_text_atomic
-from model.params import LOWER_IS_BETTER
-from model.run_folder import JOURNAL_NAME
+from model.utils.errors import UserError
+from model.utils.files import load_json, read_json_lines, save_json, write_text_atomic
+from model.utils.params import LOWER_IS_BETTER
+from model.utils.run_folder import JOURNAL_NAME
 from search.runner import STOPPING, Trial
 from search.space import suggest, trial_name
 

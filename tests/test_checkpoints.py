@@ -1,4 +1,4 @@
-"""model/checkpoints.py: finding, pruning and restoring checkpoints, skipping those a kill damaged."""
+"""model/utils/checkpoints.py: finding, pruning and restoring checkpoints, skipping those a kill damaged."""
 
 import errno
 import json
@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_params
 
-from model import checkpoints
-from model.errors import UserError
-from model.params import build_network, load_params
+from model.utils import checkpoints
+from model.utils.errors import UserError
+from model.utils.params import build_network, load_params
 
 
 @pytest.fixture

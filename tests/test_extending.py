@@ -1,7 +1,9 @@
 """What a forker does first, in a copy of the repository: add a metric, a network with a
-hyperparameter of its own, an augmentation. Each is an edit of one file, and the scripts use it."""
+hyperparameter of its own, a loss with a hyperparameter, an augmentation. Each is an edit of one
+file, and the scripts use it."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -40,9 +42,9 @@ def test_a_metric_added_in_one_line_is_logged_saved_summarised_tabulated_and_can
     copy, run_dir, data = fork
     edit(
         copy / "model" / "model_fn.py",
-        '    "accuracy": keras.metrics.SparseCategoricalAccuracy,\n',
-        '    "accuracy": keras.metrics.SparseCategoricalAccuracy,\n'
-        '    "top_3_accuracy": lambda: keras.metrics.SparseTopKCategoricalAccuracy(k=3),\n',
+        "    accuracy=keras.metrics.SparseCategoricalAccuracy,\n",
+        "    accuracy=keras.metrics.SparseCategoricalAccuracy,\n"
+        "    top_3_accuracy=lambda: keras.metrics.SparseTopKCategoricalAccuracy(k=3),\n",
     )
 
     trained = run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data, "--param", "best_metric=top_3_accuracy")
@@ -97,16 +99,61 @@ def test_a_network_with_its_own_hyperparameter_is_one_edit_and_earlier_runs_stil
     assert typo.returncode == 2 and "Did you mean 'width'?" in typo.stderr
 
 
+SMOOTHED_LOSS = (
+    (
+        "def loss(labels, logits, params):\n",
+        '@hyperparameters(label_smoothing=fraction(0.1, "the share of each label spread over all classes"))\n'
+        "def loss(labels, logits, params):\n",
+    ),
+    (
+        "return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)",
+        "targets = tf.one_hot(labels, params.num_labels)\n"
+        "    return keras.losses.categorical_crossentropy(\n"
+        "        targets, logits, from_logits=True, label_smoothing=params.label_smoothing\n    )",
+    ),
+)
+
+
+def test_a_loss_with_its_own_hyperparameter_is_one_edit_and_train_and_dev_measure_the_same(fork):
+    copy, run_dir, data = fork
+    for old, new in SMOOTHED_LOSS:
+        edit(copy / "model" / "model_fn.py", old, new)
+
+    args = ["--param", "label_smoothing=0.5", "--param", "learning_rate=0.01", "--param", "num_epochs=4"]
+    run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data, *args)
+    run(copy, "evaluate.py", "--model_dir", run_dir)
+
+    # With half of each label spread over the 6 classes, the target's own entropy is a floor that
+    # any loss computed with the smoothing stays above, however well the model learns; the plain
+    # cross-entropy of a model this accurate is far below it.
+    floor = -(7 / 12 * math.log(7 / 12) + 5 / 12 * math.log(1 / 12))
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    test = json.loads((run_dir / "metrics_test_best_weights.json").read_text())
+    assert json.loads((run_dir / "params_used.json").read_text())["label_smoothing"] == 0.5
+    assert max(record["accuracy"] for record in history) >= 0.9
+    assert all(record["loss"] >= floor - 1e-4 and record["train_loss"] >= floor - 1e-4 for record in history)
+    assert test["loss"] >= floor - 1e-4
+
+
 NEW_AUGMENTATION = (
-    "AUGMENTATIONS = {\n",
-    'AUGMENTATIONS = {\n    "random_contrast": (lambda image, s: tf.image.random_contrast(image, 1 - s, 1 + s), '
-    'fraction(0.0, "contrast is multiplied by 1 - it to 1 + it")),\n',
+    (
+        '    random_saturation=fraction(0.5, "saturation is multiplied by 1 - it to 1 + it"),\n',
+        '    random_saturation=fraction(0.5, "saturation is multiplied by 1 - it to 1 + it"),\n'
+        '    random_contrast=fraction(0.0, "contrast is multiplied by 1 - it to 1 + it"),\n',
+    ),
+    (
+        "    return tf.clip_by_value(image, 0.0, 1.0), label",
+        "    if params.random_contrast:\n"
+        "        image = tf.image.random_contrast(image, 1 - params.random_contrast, 1 + params.random_contrast)\n"
+        "    return tf.clip_by_value(image, 0.0, 1.0), label",
+    ),
 )
 
 
 def test_an_augmentation_is_one_edit(fork):
     copy, run_dir, data = fork
-    edit(copy / "model" / "input_fn.py", *NEW_AUGMENTATION)
+    for old, new in NEW_AUGMENTATION:
+        edit(copy / "model" / "input_fn.py", old, new)
 
     run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data, "--param", "random_contrast=0.3")
 

@@ -252,7 +252,7 @@ def test_a_full_disk_stops_training_clearly_and_the_run_resumes_once_space_is_fr
 
 
 def test_high_bit_depth_and_float_images_keep_their_tones():
-    from model.images import to_rgb
+    from model.utils.images import to_rgb
 
     ramp = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, ..., 65535
     for image in (Image.fromarray(ramp), Image.fromarray(ramp.astype(np.int32)), Image.fromarray(ramp / 65535.0)):

@@ -1,4 +1,4 @@
-"""The helpers of model/: JSON files (model/files.py), logging, labels from file names, run_main."""
+"""The helpers of model/: JSON files (model/utils/files.py), logging, labels from file names, run_main."""
 
 import json
 import logging
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from model.dataset import label_from_filename
-from model.errors import UserError
-from model.files import load_json, save_json, write_text_atomic
-from model.logs import set_logger
+from model.utils.dataset import label_from_filename
+from model.utils.errors import UserError
+from model.utils.files import load_json, save_json, write_text_atomic
+from model.utils.logs import set_logger
 
 
 def write_json(path, content):
@@ -146,7 +146,7 @@ def test_label_from_filename_rejects_names_without_a_label(name):
 
 def test_run_main_shows_a_user_error_as_one_message_and_exit_status_2():
     script = (
-        "from model.errors import UserError, run_main\n"
+        "from model.utils.errors import UserError, run_main\n"
         "def main():\n"
         "    raise UserError('The data folder data/NOPE does not exist.')\n"
         "run_main(main)\n"
@@ -173,7 +173,7 @@ def test_run_main_names_a_path_of_the_wrong_kind(tmp_path, make, use, words):
         (tmp_path / make).mkdir()
     elif make:
         (tmp_path / make).write_text("")
-    script = f"from pathlib import Path\nfrom model.errors import run_main\nrun_main(lambda: {use})\n"
+    script = f"from pathlib import Path\nfrom model.utils.errors import run_main\nrun_main(lambda: {use})\n"
 
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, capture_output=True, text=True
@@ -183,7 +183,7 @@ def test_run_main_names_a_path_of_the_wrong_kind(tmp_path, make, use, words):
     assert result.stderr.count("Error:") == 1 and words in result.stderr and "Traceback" not in result.stderr
 
 
-# make clean (python -m model.run_folder)
+# make clean (python -m model.utils.run_folder)
 
 
 def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path):
@@ -194,7 +194,7 @@ def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path)
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")
 
-    result = subprocess.run([sys.executable, "-m", "model.run_folder", tmp_path], cwd=REPO, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "model.utils.run_folder", tmp_path], cwd=REPO, capture_output=True)
 
     assert result.returncode == 0, result.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
@@ -202,6 +202,8 @@ def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path)
 
 @pytest.mark.parametrize("args", [[], ["NO_SUCH_FOLDER"], ["a", "b"]])
 def test_clean_without_one_existing_folder_is_refused(args):
-    result = subprocess.run([sys.executable, "-m", "model.run_folder", *args], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "model.utils.run_folder", *args], cwd=REPO, capture_output=True, text=True
+    )
 
     assert result.returncode == 2 and result.stderr.count("Error:") == 1 and "Traceback" not in result.stderr

@@ -13,10 +13,10 @@ import tensorflow as tf
 from conftest import REPO, tiny_params
 from PIL import Image
 
-from model.dataset import check_labels, list_split, load_class_names
-from model.errors import UserError
-from model.input_fn import AUGMENTATIONS, input_fn
-from model.params import load_params
+from model.input_fn import augment, input_fn
+from model.utils.dataset import check_labels, list_split, load_class_names
+from model.utils.errors import UserError
+from model.utils.params import load_params
 
 
 def make_params(folder, **overrides):
@@ -154,7 +154,7 @@ def test_training_shuffles_the_order(built_dataset, tmp_path):
 # Augmentation: each transform, at its strength, on training images only
 
 NO_AUGMENTATION = {
-    key: 0 if hyperparameter.default is not False else False for key, (_, hyperparameter) in AUGMENTATIONS.items()
+    key: 0 if hyperparameter.default is not False else False for key, hyperparameter in augment.hyperparameters.items()
 }
 SWITCHED_ON = {"use_random_flip": True, "random_brightness": 0.2, "random_saturation": 0.5}
 
@@ -169,10 +169,10 @@ def copies_of_one_image(built_dataset, tmp_path, **augmentation):
 
 
 def test_every_augmentation_is_covered_here():
-    assert set(SWITCHED_ON) == set(AUGMENTATIONS)
+    assert set(SWITCHED_ON) == set(augment.hyperparameters)
 
 
-@pytest.mark.parametrize("key", sorted(AUGMENTATIONS))
+@pytest.mark.parametrize("key", sorted(augment.hyperparameters))
 def test_each_augmentation_changes_training_images_and_0_turns_it_off(built_dataset, tmp_path, key):
     augmented, plain = copies_of_one_image(built_dataset, tmp_path, **{key: SWITCHED_ON[key]})
     assert sum(not np.allclose(copy, plain) for copy in augmented) >= 6  # a flip is left alone half the time
@@ -310,9 +310,10 @@ def test_a_dataset_read_once_writes_no_cache(built_dataset, tmp_path):
 READ_WITH_CACHE = """
 import sys
 from pathlib import Path
-from model.dataset import list_split
-from model.input_fn import AUGMENTATIONS, input_fn
-from model.params import load_params
+from model.utils.dataset import list_split
+from model.input_fn import input_fn
+from model import model_fn  # noqa: F401
+from model.utils.params import load_params
 
 params_path, data_dir, cache_dir = sys.argv[1:]
 for batch in input_fn(True, *list_split(data_dir, "train"), load_params(Path(params_path).parent)):

@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import REPO, run_in_process, run_script, tiny_params
 
-from model.files import read_json_lines
+from model.utils.files import read_json_lines
 
 NUM_EPOCHS = 6
 

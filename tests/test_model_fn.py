@@ -8,10 +8,10 @@ import tensorflow as tf
 from conftest import tiny_params
 
 from model.evaluation import make_eval_step
-from model.layers import BatchNormalization
-from model.model_fn import per_image_loss
-from model.params import NETWORKS, build_network, load_params
+from model import model_fn
 from model.training import make_train_step, model_spec
+from model.utils.layers import BatchNormalization
+from model.utils.params import NETWORKS, build_network, load_params
 
 NETWORK_NAMES = sorted(NETWORKS)
 
@@ -54,7 +54,7 @@ def test_loss_at_initialisation_is_finite_and_near_chance(tmp_path, version):
     network = build_network(make_params(tmp_path, model_version=version))
     images, labels = random_batch(32, 16, 6)
 
-    losses = per_image_loss(labels, network(images, training=False))
+    losses = model_fn.loss(labels, network(images, training=False), make_params(tmp_path, model_version=version))
 
     assert losses.shape == (32,)  # one per image: the train step averages them
     loss = np.mean(losses.numpy())
@@ -174,8 +174,8 @@ def test_jit_compile_trains_and_evaluates_like_without_it(tmp_path, mixed_precis
     # Three steps: the later losses also depend on the gradients and updates of the first.
     plain_losses = [float(plain_step(images, labels)) for _ in range(3)]
     xla_losses = [float(xla_step(images, labels)) for _ in range(3)]
-    make_eval_step(plain.model, plain.eval_metrics)(images, labels)
-    make_eval_step(xla.model, xla.eval_metrics, jit_compile=True)(images, labels)
+    make_eval_step(plain.model, plain.eval_metrics, plain.params)(images, labels)
+    make_eval_step(xla.model, xla.eval_metrics, xla.params)(images, labels)
 
     np.testing.assert_allclose(xla_losses, plain_losses, rtol=rtol)
     assert plain_losses[2] < plain_losses[0]

@@ -15,7 +15,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from test_search import make_search, read_json, search_args, wait_for, weight_files
 
-from model.files import append_json_line, read_json_lines
+from model.utils.files import append_json_line, read_json_lines
 
 # Learning rates below 1e-5 leave the tiny model at chance (1/6) for the whole run: a bad region.
 LR_WITH_BAD_REGION = {"learning_rate": {"distribution": "log_uniform", "low": 1e-7, "high": 0.05}}

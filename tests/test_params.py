@@ -1,13 +1,14 @@
-"""model/params.py: params.json checked against what the code declares, defaults, overrides."""
+"""model/utils/params.py: params.json checked against what the code declares, defaults, overrides."""
 
 import json
 
 import pytest
 from conftest import tiny_params
 
-import model.model_fn  # noqa: F401  (registers the networks)
-from model.errors import UserError
-from model.params import COMMON, NETWORKS, Params, declared, load_params
+import model.input_fn  # noqa: F401  (declares the augmentation's hyperparameters)
+import model.model_fn
+from model.utils.errors import UserError
+from model.utils.params import COMMON, NETWORKS, Params, declared, load_params
 
 
 def write_json(path, content):
@@ -64,7 +65,7 @@ def test_every_key_left_out_takes_its_default_except_num_labels(tmp_path):
     params = load_params(experiment(tmp_path, num_labels=3))
 
     assert params.num_labels == 3
-    assert params.learning_rate == COMMON["learning_rate"].default
+    assert params.learning_rate == model.model_fn.optimizer.hyperparameters["learning_rate"].default
     assert params.num_channels == 16 and params.use_batch_norm is True  # base_model's own
     assert "num_blocks" not in params.dict  # the resnet's: not this run's
     with pytest.raises(UserError, match="'num_labels' is missing"):
@@ -93,7 +94,7 @@ def test_a_run_saved_before_a_hyperparameter_existed_still_loads(tmp_path):
     old = {key: value for key, value in tiny_params().items() if key in ("learning_rate", "num_labels", "image_size")}
     write_json(tmp_path / "params_used.json", old)
 
-    from model.params import load_trained_params
+    from model.utils.params import load_trained_params
 
     params = load_trained_params(experiment(tmp_path, **tiny_params()))
 

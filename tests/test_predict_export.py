@@ -143,7 +143,7 @@ for p in images:
     out = serving.signatures["serve_pixels"](pixels=tf.constant(np.asarray(Image.open(p).convert("RGB"))[None]))
     results["pixels"][p] = [out["class"].numpy()[0].decode(), float(out["probabilities"].numpy().max())]
 sys.path.insert(0, repo)
-import model.layers  # the .keras file's layers are the template's
+import model.input_fn, model.utils.layers  # noqa: F401  the .keras file's layers are the template's
 keras_model = tf.keras.models.load_model(export_dir + "/model.keras")
 results["keras"] = {}
 for p in images:

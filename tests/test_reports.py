@@ -12,7 +12,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from model.report import per_class, picture, table
+from model.utils.report import per_class, picture, table
 
 CLASSES = ["fist", "one", "two", "three", "four", "five"]
 

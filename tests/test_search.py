@@ -372,13 +372,13 @@ STOP_AFTER_LAST_WEIGHTS = """
 import os, runpy, signal, sys
 sys.argv = sys.argv[2:]  # [python, train.py, ...] -> [train.py, ...]
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
-import model.checkpoints
-save = model.checkpoints.save_json
+import model.utils.checkpoints
+save = model.utils.checkpoints.save_json
 def save_then_stop(values, path):
     save(values, path)
     if path.name == "metrics_eval_last_weights.json":
         os.kill(os.getpid(), signal.SIGTERM)
-model.checkpoints.save_json = save_then_stop
+model.utils.checkpoints.save_json = save_then_stop
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

@@ -13,10 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_interruptions import start_training, wait_for
 
 from model import model_fn
-from model.dataset import list_split
 from model.input_fn import stratified_sample, train_and_dev
-from model.params import load_params
 from model.training import class_weights, make_train_step, model_spec
+from model.utils.dataset import list_split
+from model.utils.params import load_params
 
 
 def make_params(folder, **overrides):
@@ -170,7 +170,7 @@ def test_class_weights_change_the_training_loss_as_computed_by_hand(tmp_path):
         params = make_params(tmp_path, class_weight=weighting, learning_rate=1e-30, num_labels=2)
         tf.keras.utils.set_random_seed(0)
         spec = model_spec(params, tf.distribute.get_strategy(), labels.tolist())
-        per_image = model_fn.per_image_loss(labels, spec.model(images, training=True)).numpy()
+        per_image = model_fn.loss(labels, spec.model(images, training=True), params).numpy()
         losses[weighting] = (float(make_train_step(spec)(images, labels)), per_image)
 
     plain, per_image = losses["none"]

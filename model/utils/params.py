@@ -1,8 +1,8 @@
 """Hyperparameters: what params.json may hold, checked before anything runs.
 
-Each is declared once, with its default and valid values: the common ones in COMMON below, each
-network's own with @network and the optimizer's in OPTIMIZER in model/model_fn.py, each
-augmentation's in model/input_fn.py.
+Each is declared once, with its default and valid values: those the machinery reads in COMMON
+below; the model's own above the function that reads them, with @network (a network's) or
+@hyperparameters (the loss's, the optimizer's, the augmentation's).
 params.json may leave out any but num_labels; a key declared nowhere is refused by name.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import UserError
-from model.files import load_json, save_json
+from model.utils.errors import UserError
+from model.utils.files import load_json, save_json
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,18 @@ def flag(default):
 # Metrics where lower is better (best_weights, searches and results tables minimise them)
 LOWER_IS_BETTER = ("loss",)
 
-# The hyperparameters of every run, whatever its network
+# The hyperparameters the machinery reads, whatever the network. The model's own (the loss's, the
+# optimizer's, the augmentation's, each network's) are declared beside the code that reads them.
 COMMON = {
     "model_version": Hyperparameter(
         "base_model", "the name of a network of model/model_fn.py", lambda v: v in NETWORKS
     ),
     "num_labels": Hyperparameter(None, "the number of classes, from 2 to 1000000", lambda v: 2 <= v <= 10**6, kind=int),
     "image_size": at_least(1, 64),
-    "learning_rate": positive(1e-3),
     "batch_size": at_least(1, 32),
     "num_epochs": at_least(1, 10),
     "best_metric": Hyperparameter(
-        "accuracy", '"loss" or a metric of METRICS in model/model_fn.py', lambda v: v in metric_names()
+        "accuracy", '"loss" or a metric of METRICS in model/model_fn.py', lambda v: v in ("loss", *METRICS)
     ),
     # Stop when the best_metric on dev has not improved for this many epochs (0: never)
     "early_stopping_patience": at_least(0, 0),
@@ -90,15 +90,37 @@ COMMON = {
     "overfit_batches": at_least(0, 0),
 }
 
-# model_version -> (the function that builds the network, the hyperparameters only it uses)
-NETWORKS = {}
+# What model/model_fn.py and model/input_fn.py declare when they are imported: every script imports
+# them before it loads a params.json.
+DECLARED = dict(COMMON)  # key -> Hyperparameter, of every run
+NETWORKS = {}  # model_version -> (the function that builds the network, the hyperparameters only it uses)
+METRICS = {}  # metric name -> a function making the Keras metric
 
 
-def network(**hyperparameters):
-    """Registers a network builder under its function's name, with the hyperparameters it declares."""
+def metrics(**named):
+    """Registers the metrics that training and evaluation compute, by name; best_metric may name one."""
+    METRICS.update(named)
+    return named
+
+
+def hyperparameters(**declared):
+    """Declares the hyperparameters a function reads from params, with their defaults and valid values:
+    @hyperparameters(label_smoothing=fraction(0.1, "...")) above the loss."""
+
+    def register(function):
+        DECLARED.update(declared)
+        function.hyperparameters = declared
+        return function
+
+    return register
+
+
+def network(**own):
+    """Registers a network builder under its function's name, with the hyperparameters only it uses."""
 
     def register(builder):
-        NETWORKS[builder.__name__] = (builder, hyperparameters)
+        NETWORKS[builder.__name__] = (builder, own)
+        builder.hyperparameters = own
         return builder
 
     return register
@@ -108,20 +130,11 @@ def build_network(params):
     return NETWORKS[params.model_version][0](params)
 
 
-def metric_names():
-    from model.model_fn import METRICS  # imported here, as model_fn imports this module
-
-    return ("loss", *METRICS)
-
-
 def declared(model_version):
     """({key: Hyperparameter} of a run of this network, the same of every key params.json may hold)."""
-    from model.input_fn import AUGMENTATIONS
-    from model.model_fn import OPTIMIZER  # imported here, as model_fn imports this module
-
-    common = COMMON | OPTIMIZER | {key: hyperparameter for key, (_, hyperparameter) in AUGMENTATIONS.items()}
-    anywhere = common | {key: h for _, own in NETWORKS.values() for key, h in own.items()}
-    return common | NETWORKS.get(model_version, (None, {}))[1], anywhere
+    assert NETWORKS, "import model.model_fn and model.input_fn before loading params: they declare hyperparameters"
+    anywhere = DECLARED | {key: h for _, own in NETWORKS.values() for key, h in own.items()}
+    return DECLARED | NETWORKS.get(model_version, (None, {}))[1], anywhere
 
 
 class Params:
@@ -144,7 +157,10 @@ class Params:
         raise UserError(f"The code asks for the hyperparameter '{name}', which is not declared: {HOW_TO_DECLARE}")
 
 
-HOW_TO_DECLARE = "declare it with its network in model/model_fn.py (@network(...)), or in COMMON in model/params.py."
+HOW_TO_DECLARE = (
+    "declare it above the function that reads it: @network(...) for a network's own, @hyperparameters(...) "
+    "for the loss, the optimizer or augment() (model/model_fn.py, model/input_fn.py)."
+)
 
 
 def check_params(params, source):

@@ -4,15 +4,12 @@ The `distribution` hyperparameter picks a tf.distribute strategy; the training l
 same under each. `batch_size` is the global batch: each step splits it over the replicas.
 """
 
-import contextlib
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import tensorflow as tf
 
-from model.errors import UserError
+from model.utils.errors import UserError
 
 
 def make_strategy(distribution):
@@ -50,18 +47,3 @@ def check_tf_config(text):
             f"TF_CONFIG gives this machine the task index {json.dumps(index)}, but its cluster lists "
             f"{len(machines)} {role}(s), numbered from 0. Set each machine's index (see README, Scaling out)."
         )
-
-
-@contextlib.contextmanager
-def output_folder(strategy, model_dir):
-    """The folder this process writes its run into: model_dir for the chief (the "chief" task, else
-    worker 0, else the only process), a temporary folder for the other workers of a cluster, who
-    must save checkpoints too (saving is a collective operation) but not into model_dir."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    role = (resolver.task_type, resolver.task_id) if resolver and resolver.task_type else ("chief", 0)
-    has_chief = resolver is not None and "chief" in resolver.cluster_spec().as_dict()
-    if role[0] == "chief" or (role == ("worker", 0) and not has_chief):
-        yield Path(model_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="worker_") as folder:
-            yield Path(folder)

@@ -27,15 +27,15 @@ WRONG_PATH = {
 }
 
 
-def run_main(main):
-    """Calls `main()`; a UserError, a full disk, a forbidden file or a path of the wrong kind becomes
-    one message and exit status 2.
+def run_main(main, argv=None):
+    """Calls `main(argv)` (None: the command line's); a UserError, a full disk, a forbidden file or
+    a path of the wrong kind becomes one message and exit status 2.
 
     SIGTERM (from `kill`, job schedulers and pre-emption) stops a script as Ctrl-C does.
     """
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        main()
+        main(argv)
     except UserError as error:
         _exit_with(str(error))
     except OSError as error:
@@ -71,9 +71,7 @@ def _interrupt(signum, frame):
 
 
 def _exit_with(message):
-    from model.logs import TqdmHandler  # imported here, as model.logs imports this module
-
-    if any(isinstance(handler, TqdmHandler) for handler in logging.getLogger().handlers):  # into the run's log too
+    if any(isinstance(handler, logging.FileHandler) for handler in logging.getLogger().handlers):  # the run's log too
         logging.error("Error: %s", message)
     else:
         print(f"Error: {message}", file=sys.stderr)

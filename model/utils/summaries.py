@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from model.run_folder import remove
+from model.utils.run_folder import remove
 
 
 def write_hparams(model_dir, params):

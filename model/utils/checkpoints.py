@@ -15,9 +15,9 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from model.errors import UserError
-from model.files import append_json_line, read_json_lines, save_json, write_json_lines
-from model.params import build_network, load_trained_params
+from model.utils.errors import UserError
+from model.utils.files import append_json_line, read_json_lines, save_json, write_json_lines
+from model.utils.params import build_network, load_trained_params
 
 # Checkpoints kept in each weights folder
 KEEP = {"last_weights": 5, "best_weights": 1}

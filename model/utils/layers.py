@@ -1,10 +1,7 @@
-"""The template's own Keras layers: a faster batch norm with Keras' weights (model_fn.py uses it
-by name), and the preprocessing layer of exported models. A .keras file of the template loads
-with keras.models.load_model after `import model.layers`."""
+"""A faster batch norm with Keras' weights, which model_fn.py uses by name. A .keras file of the
+template loads with keras.models.load_model after `import model.input_fn, model.utils.layers`."""
 
 import tensorflow as tf
-
-from model.input_fn import preprocess
 
 keras = tf.keras
 
@@ -38,18 +35,3 @@ class BatchNormalization(keras.layers.BatchNormalization):
             self.moving_mean.assign(mean)
             self.moving_variance.assign(variance)
         return tf.reshape(y, tf.shape(inputs))
-
-
-@keras.utils.register_keras_serializable(package="template")
-class Preprocess(keras.layers.Layer):
-    """preprocess as a layer, for the exported Keras model."""
-
-    def __init__(self, image_size, resize="squash", **kwargs):
-        super().__init__(**kwargs)
-        self.image_size, self.resize = image_size, resize
-
-    def call(self, images):
-        return preprocess(images, self.image_size, self.resize)
-
-    def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size, "resize": self.resize}

@@ -1,7 +1,7 @@
 """The experiment folder of a run: what the run writes there (the one list that `train.py
 --overwrite`, the search, synthesize_results.py and `make clean` read), its lock, and run.json.
 
-    python -m model.run_folder experiments     # deletes every run's outputs below experiments/
+    python -m model.utils.run_folder experiments     # deletes every run's outputs below experiments/
 """
 
 import json
@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from model.errors import NOT_WRITABLE, TrainingDiverged, UserError, run_main
-from model.files import open_for_append, save_json
+from model.utils.errors import NOT_WRITABLE, TrainingDiverged, UserError, run_main
+from model.utils.files import open_for_append, save_json
+from model.utils.logs import set_logger
 
 # Everything a run writes into MODEL_DIR (glob patterns); params.json and search.json are the user's.
 RUN_OUTPUTS = (
@@ -81,7 +82,7 @@ def prepare(model_dir, restore_from, overwrite):
             f"{links[0]} is a symbolic link. Outputs are never written through links, so that nothing is "
             "written outside the folders given: remove it (its target stays), or add --overwrite to replace it."
         )
-    for pattern in RUN_OUTPUTS:  # JSON writes that a kill cut short (model/files.py)
+    for pattern in RUN_OUTPUTS:  # JSON writes that a kill cut short (model/utils/files.py)
         for path in Path(model_dir).glob(f".{pattern}.*.tmp"):
             path.unlink(missing_ok=True)
 
@@ -113,6 +114,33 @@ def training_lock(folder):
                 "each other's weights. Wait for it to end or stop it, or use another --model_dir."
             ) from None
         yield
+
+
+@contextmanager
+def run_folder(strategy, model_dir, restore_from, overwrite, data):
+    """Sets up MODEL_DIR for a training run and yields (the folder this process writes into, its
+    RunRecord): the lock (one run at a time), the checks before anything is written (never over an
+    earlier run's weights, never through a link), the log (console and train.log) and run.json."""
+    with output_folder(strategy, model_dir) as output_dir, training_lock(output_dir):
+        prepare(output_dir, restore_from, overwrite)
+        set_logger(output_dir / "train.log")
+        with RunRecord(output_dir, data) as run:
+            yield output_dir, run
+
+
+@contextmanager
+def output_folder(strategy, model_dir):
+    """The folder this process writes its run into: model_dir for the chief (the "chief" task, else
+    worker 0, else the only process), a temporary folder for the other workers of a cluster, who
+    must save checkpoints too (saving is a collective operation) but not into model_dir."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    role = (resolver.task_type, resolver.task_id) if resolver and resolver.task_type else ("chief", 0)
+    has_chief = resolver is not None and "chief" in resolver.cluster_spec().as_dict()
+    if role[0] == "chief" or (role == ("worker", 0) and not has_chief):
+        yield Path(model_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="worker_") as folder:
+            yield Path(folder)
 
 
 class RunRecord:
@@ -177,7 +205,7 @@ def _now():
 
 def _git_state():
     """The commit of the code that ran, and whether it had uncommitted changes, if under git."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
         status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
@@ -197,7 +225,7 @@ def clean(root):
 
 def main():
     if len(sys.argv) != 2:
-        raise UserError("Give one folder to clean: python -m model.run_folder experiments")
+        raise UserError("Give one folder to clean: python -m model.utils.run_folder experiments")
     clean(sys.argv[1])
 
 

@@ -6,8 +6,8 @@ import sys
 
 from tqdm import tqdm
 
-from model.errors import NOT_WRITABLE
-from model.files import refuse_link
+from model.utils.errors import NOT_WRITABLE
+from model.utils.files import refuse_link
 
 
 class TqdmHandler(logging.StreamHandler):

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from model.errors import UserError
+from model.utils.errors import UserError
 
 
 def load_json(path):

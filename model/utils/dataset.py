@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from model.errors import UserError
-from model.files import load_json
+from model.utils.errors import UserError
+from model.utils.files import load_json
 
 SPLITS = ("train", "dev", "test")
 # Where train.py and evaluate.py look when neither --data_dir nor the run's run.json names a folder

@@ -57,6 +57,6 @@ lint: install ## Check style with ruff
 tensorboard: install ## Start TensorBoard over all experiments
 	$(VENV)/bin/tensorboard --logdir experiments
 
-clean: ## Delete the demo data and every run's outputs (keeps params.json and search.json files)
+clean: install ## Delete the demo data and every run's outputs (keeps params.json and search.json files)
+	$(PYTHON) -m model.utils.run_folder experiments
 	rm -rf data
-	$(PYTHON_SYSTEM) -m model.utils.run_folder experiments

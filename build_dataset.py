@@ -36,12 +36,15 @@ from tqdm import tqdm
 
 from model.utils.dataset import SPLITS, label_from_filename
 from model.utils.errors import UserError, run_main
-from model.utils.files import refuse_link, save_json
+from model.utils.files import lock_folder, refuse_link, require_folder, save_json
 from model.utils.images import IMAGE_EXTENSIONS, RESIZE_MODES, UNREADABLE, read_rgb, square, worker_pool
 from model.utils.logs import set_logger
+from model.utils.params import MAX_IMAGE_SIZE
 
 # Names a dataset gives its dev split, in the order they are looked for
 DEV_FOLDERS = ("val", "valid", "validation", "dev")
+# Characters of an image's name kept in its output name (file systems allow 255)
+MAX_NAME = 120
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data_dir", default="data/SIGNS", help="Folder with the raw dataset")
@@ -96,8 +99,6 @@ def subfolders(folder):
 
 def read_dataset(data_dir, skipped):
     """Finds the layout of data_dir: ({split: items, or None if not given}, class names, unused folders)."""
-    if not data_dir.is_dir():
-        raise UserError(f"The data folder {data_dir} does not exist. Pass --data_dir, or --synthetic N for demo data.")
     folders = subfolders(data_dir)
     if "train_signs" in folders:  # (a) SIGNS: the labels are in the file names
         given = {split: f"{split}_signs" for split in SPLITS if f"{split}_signs" in folders}
@@ -117,6 +118,11 @@ def read_dataset(data_dir, skipped):
                 logging.warning(
                     f"Warning: not used: the class folder(s) {extra} of {data_dir / folder}, absent from train/"
                 )
+    elif split_names := [name for name in folders if name in ("dev_signs", "test_signs", "test", *DEV_FOLDERS)]:
+        raise UserError(
+            f"{data_dir} holds {', '.join(split_names)} but no train split: add train_signs/ (or train/), "
+            "or give the folder that holds all the splits."
+        )
     else:  # (b) one folder per class
         given, class_names = {}, folders
         splits = {"train": read_class_folders(data_dir, class_names, skipped)}
@@ -146,8 +152,9 @@ def split_stratified(items, fraction, seed):
 
 
 def output_name(label, name, taken):
-    """'{label}_{name}.jpg' with characters safe on every OS, made unique within `taken`."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    """'{label}_{name}.jpg' with characters safe on every OS, short enough for any file system,
+    made unique within `taken`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:MAX_NAME]
     candidate, n = f"{label}_{safe}.jpg", 1
     while candidate in taken:
         n += 1
@@ -161,12 +168,12 @@ def resize_and_save(task):
     source, destination, size, resize = task
     try:
         image, warning = read_rgb(source, size)
-        temporary = destination.with_suffix(".tmp")
-        square(image, resize).resize((size, size), Image.Resampling.BILINEAR).save(temporary, format="JPEG", quality=95)
-        os.replace(temporary, destination)  # never leave a half-written image behind
-        return None, warning
     except UNREADABLE as error:
         return f"{source}: {error}", None
+    # A failed write (a full disk) is not an unreadable image: it stops the build, which then
+    # leaves the earlier dataset as it was.
+    square(image, resize).resize((size, size), Image.Resampling.BILINEAR).save(destination, format="JPEG", quality=95)
+    return None, warning
 
 
 def split_folders(output_dir, split):
@@ -193,9 +200,13 @@ def build(splits, output_dir, size, resize, workers):
         ]
     try:
         with worker_pool(workers) as pool:
-            results = list(
-                tqdm(pool.imap(resize_and_save, tasks, chunksize=8), total=len(tasks), desc="Resizing", unit="img")
-            )
+            try:
+                results = list(
+                    tqdm(pool.imap(resize_and_save, tasks, chunksize=8), total=len(tasks), desc="Resizing", unit="img")
+                )
+            except OSError as error:  # a write failed: name the folder given, not a hidden one
+                error.filename = str(output_dir)
+                raise
         errors = [error for error, _ in results if error]
         if not any(building["train"].glob("*.jpg")):
             raise UserError(
@@ -213,10 +224,17 @@ def build(splits, output_dir, size, resize, workers):
     return errors, [warning for _, warning in results if warning]
 
 
-def main(argv=None):
-    args = parser.parse_args(argv)
-    data_dir = Path(args.data_dir)
-    output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
+def check_args(args, data_dir, output_dir):
+    """Stops on a value the build cannot take, before anything is written."""
+    for name, smallest, largest in (("size", 1, MAX_IMAGE_SIZE), ("workers", 1, 1024), ("synthetic", 1, 10**6)):
+        value = getattr(args, name)
+        if value is not None and not smallest <= value <= largest:
+            raise UserError(f"--{name} {value} must be a whole number from {smallest} to {largest}.")
+    for name in ("dev_fraction", "test_fraction"):
+        if not 0 <= getattr(args, name) < 1:
+            raise UserError(f"--{name} {getattr(args, name)} must be a fraction between 0 and 1, such as 0.2.")
+    if not args.synthetic:
+        require_folder(data_dir, "Give --data_dir the raw dataset, or --synthetic N to draw a demo one.")
     # The build replaces OUTPUT_DIR's split folders: they must not hold the raw data, nor be read as it
     replaced = [folder for split in SPLITS for folder in split_folders(output_dir, split)]
     if output_dir.resolve().is_relative_to(data_dir.resolve()) or any(
@@ -226,15 +244,28 @@ def main(argv=None):
             f"--output_dir {output_dir} and --data_dir {data_dir} overlap: the build would read its own output, "
             "or replace the raw data. Choose an output folder outside the raw data, such as data/64x64_SIGNS."
         )
-    for name, smallest in (("size", 1), ("workers", 1), ("synthetic", 1)):
-        if getattr(args, name) is not None and getattr(args, name) < smallest:
-            raise UserError(f"--{name} {getattr(args, name)} must be a whole number of at least {smallest}.")
-    for name in ("dev_fraction", "test_fraction"):
-        if not 0 <= getattr(args, name) < 1:
-            raise UserError(f"--{name} {getattr(args, name)} must be a fraction between 0 and 1, such as 0.2.")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    set_logger(output_dir / "build_dataset.log")
 
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir)
+    output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
+    check_args(args, data_dir, output_dir)
+
+    # One build at a time writes into OUTPUT_DIR; a build that fails leaves no new folder behind
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock_folder(output_dir, "build_dataset.py"):
+            set_logger(output_dir / "build_dataset.log")
+            build_dataset(args, data_dir, output_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def build_dataset(args, data_dir, output_dir):
     # Draw the demo dataset first if asked, never over existing data
     if args.synthetic:
         if data_dir.exists() and any(data_dir.iterdir()):
@@ -249,10 +280,14 @@ def main(argv=None):
     splits, class_names, unused = read_dataset(data_dir, skipped)
     if unused:
         logging.warning(f"Warning: not used: the folder(s) {', '.join(unused)} of {data_dir}, which name no split")
-    if splits["test"] is None:
-        splits["train"], splits["test"] = split_stratified(splits["train"], args.test_fraction, args.seed)
-    if splits["dev"] is None:
-        splits["train"], splits["dev"] = split_stratified(splits["train"], args.dev_fraction, args.seed)
+    for split, fraction in (("test", args.test_fraction), ("dev", args.dev_fraction)):
+        if splits[split] is None:
+            splits["train"], splits[split] = split_stratified(splits["train"], fraction, args.seed)
+            if not splits[split]:
+                logging.warning(
+                    f"Warning: the {split} split is empty: {fraction:.0%} of too few images per class rounds to "
+                    f"none. Give more images, or a larger --{split}_fraction."
+                )
 
     # Resize and save, skipping (and listing) the files that cannot be read
     errors, warnings = build(splits, output_dir, args.size, args.resize, args.workers)

@@ -26,7 +26,7 @@ from model.utils import report, summaries
 from model.utils.checkpoints import load_trained_model, number
 from model.utils.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split, load_class_names
 from model.utils.errors import NOT_WRITABLE, run_main
-from model.utils.files import save_json, write_text_atomic
+from model.utils.files import check_output, save_json, write_text_atomic
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
 
@@ -52,6 +52,13 @@ def main(argv=None):
         output_dir.mkdir(parents=True, exist_ok=True)
     set_logger(output_dir / "evaluate.log", required=bool(args.output_dir))
 
+    # The outputs, named after the weights, checked before the work
+    name = Path(args.restore_from).name if number(args.restore_from) is None else Path(args.restore_from).parent.name
+    metrics_path = output_dir / f"metrics_{args.split}_{name}.json"
+    picture_path = output_dir / f"confusion_matrix_{args.split}_{name}.png"
+    for path in (metrics_path, picture_path):
+        check_output(path)
+
     # The network with its trained weights, and the hyperparameters it was trained with
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
     logging.info(f"Restored weights from {checkpoint_prefix}")
@@ -75,14 +82,12 @@ def main(argv=None):
     logging.info(f"Per class, on the {args.split} split:\n{report.table(per_class, confusion)}")
 
     # Save them, named after the weights
-    name = Path(args.restore_from).name if number(args.restore_from) is None else Path(args.restore_from).parent.name
-    metrics_path = output_dir / f"metrics_{args.split}_{name}.json"
     picture = report.picture(confusion, class_names)
     try:
         save_json(results | {"per_class": per_class, "confusion_matrix": confusion}, metrics_path)
         png = io.BytesIO()
         picture.save(png, format="PNG")
-        write_text_atomic(png.getvalue(), output_dir / f"confusion_matrix_{args.split}_{name}.png")
+        write_text_atomic(png.getvalue(), picture_path)
         summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture)
         logging.info(f"Saved {metrics_path}, the confusion matrix as a PNG beside it, and TensorBoard summaries")
     except OSError as error:

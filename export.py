@@ -34,7 +34,7 @@ from model.input_fn import Preprocess, decode_jpeg, resize_image, square
 from model.utils.checkpoints import load_trained_model
 from model.utils.dataset import load_class_names, resize_mode
 from model.utils.errors import run_main
-from model.utils.files import refuse_link, save_json
+from model.utils.files import check_output, save_json
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
 
@@ -110,7 +110,8 @@ def write_saved_model(model, image_size, resize, class_names, path):
 def replace_atomically(write, destination):
     """Calls write(path) on a temporary path next to `destination`, then moves it into place,
     so that an interrupted export never leaves half a model where a whole one was."""
-    refuse_link(destination)
+    if not destination.is_dir() or destination.is_symlink():
+        check_output(destination)  # never through a link, never over a device or a pipe
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}.") as temporary:
         path = Path(temporary) / destination.name
         write(path)

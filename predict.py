@@ -26,7 +26,7 @@ from model.input_fn import predict_input_fn
 from model.utils.checkpoints import load_trained_model
 from model.utils.dataset import load_class_names, resize_mode
 from model.utils.errors import UserError, run_main
-from model.utils.files import write_text_atomic
+from model.utils.files import check_output, write_text_atomic
 from model.utils.images import IMAGE_EXTENSIONS
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
@@ -45,13 +45,14 @@ parser.add_argument("--data_dir", help="Dataset with the classes.json (default: 
 
 
 def list_images(paths):
-    """The image files named, and those in the folders named (recursively), in a stable order."""
-    files = []
+    """The image files named, and those in the folders named (recursively), in a stable order; and
+    the folders that could not be read."""
+    files, unreadable = [], []
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(
                 Path(folder, name)
-                for folder, _, names in os.walk(path, onerror=skipped_folder)
+                for folder, _, names in os.walk(path, onerror=unreadable.append)
                 for name in names
                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS
             )
@@ -63,14 +64,11 @@ def list_images(paths):
         else:
             problem = "is not a regular file" if path.exists() else "does not exist"
             raise UserError(f"{path} {problem}. Give image files or folders of images.")
+    for error in unreadable:
+        logging.warning(f"Warning: skipped the folder {error.filename}: {error.strerror}, so its images are left out")
     if not files:
         raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}.")
-    return files
-
-
-def skipped_folder(error):
-    """os.walk's report of a folder it cannot read, which would otherwise leave its images out unsaid."""
-    logging.warning(f"Warning: skipped {error.filename}: {error.strerror}, so its images are left out")
+    return files, len(unreadable)
 
 
 def top_classes(probabilities, class_names, k):
@@ -93,10 +91,12 @@ def main(argv=None):
     model_dir = Path(args.model_dir)
     if args.top_k < 1:
         raise UserError("--top_k must be at least 1.")
+    if args.output:
+        check_output(args.output)  # before the work, not after it
 
     # The images, then the network with its trained weights and the hyperparameters it was trained with
     set_logger(model_dir / "predict.log", required=False)
-    files = list_images(args.images)
+    files, unreadable_folders = list_images(args.images)
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
     data_dir = args.data_dir or data_dir_of(model_dir)
     class_names, resize = load_class_names(data_dir, params.num_labels), resize_mode(data_dir)
@@ -115,7 +115,10 @@ def main(argv=None):
         top = top_classes(image_probabilities, class_names, k)
         predictions.append((path, top))
         logging.info(f"{path}: " + ", ".join(f"{name} ({p:.1%})" for name, p in top))
-    logging.info(f"Predicted {len(predictions)} images; skipped {len(files) - len(predictions)} unreadable files")
+    logging.info(
+        f"Predicted {len(predictions)} images; skipped {len(files) - len(predictions)} unreadable files "
+        f"and {unreadable_folders} unreadable folders"
+    )
     if args.output:
         write_text_atomic(to_csv(predictions, k), args.output)
         logging.info(f"Saved {args.output}")

@@ -31,12 +31,14 @@ from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model import input_fn, model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
+from model.utils.dataset import list_split
 from model.utils.errors import UserError, run_main
 from model.utils.files import load_json
 from model.utils.logs import set_logger
 from model.utils.params import load_params
+from model.utils.run_folder import run_status
 from search.runner import Planned, run_search, run_trial
-from search.space import grid_trials, load_search_space, random_trials, trial_name
+from search.space import MAX_TRIALS, grid_trials, load_search_space, random_trials, trial_name
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--parent_dir", default="experiments/learning_rate", help="Folder with params.json and search.json")
@@ -83,8 +85,8 @@ def print_dry_run(trials, space, num_trials):
 def main(argv=None):
     args = parser.parse_args(argv)
     parent_dir = Path(args.parent_dir)
-    if args.jobs < 1 or args.num_trials < 1:
-        raise UserError("--jobs and --num_trials must be at least 1.")
+    if not (1 <= args.jobs <= 256 and 1 <= args.num_trials <= MAX_TRIALS):
+        raise UserError(f"--jobs must be from 1 to 256, and --num_trials from 1 to {MAX_TRIALS}.")
 
     # The base hyperparameters, the space to search around them, and how to choose the trials
     params = load_params(parent_dir)
@@ -103,14 +105,16 @@ def main(argv=None):
     if args.dry_run:
         print_dry_run(trials, space, args.num_trials)
         return
+    if method == "tpe":
+        from search.tpe import Study  # Optuna is optional: imported only when asked for
+    for split in ("train", "dev"):  # the data every trial trains on, checked before the first starts
+        list_split(args.data_dir, split)
 
     # Log to the console and to PARENT_DIR/search.log; a launcher that cannot start stops us here
     set_logger(parent_dir / "search.log")
     launcher = launcher_prefix(args.launcher)
     train_command = [*launcher, sys.executable, str(Path(__file__).parent / "train.py"), "--data_dir", args.data_dir]
     if method == "tpe":
-        from search.tpe import Study  # Optuna is optional: imported only when asked for
-
         name = args.study_name or parent_dir.name
         sampler = Study(parent_dir, args.storage, name, space, params, args.num_trials, args.pruner)
     else:
@@ -135,8 +139,10 @@ def main(argv=None):
 def evaluate_trials(parent_dir, evaluate_command):
     """Evaluates on test each trial that finished training and has no test metrics yet."""
     for folder in sorted(path.parent for path in parent_dir.glob("*/run.json")):
-        status = load_json(folder / "run.json").get("status")
-        if status not in ("finished", "stopped early") or (folder / "metrics_test_best_weights.json").exists():
+        if (
+            run_status(folder) not in ("finished", "stopped early")
+            or (folder / "metrics_test_best_weights.json").exists()
+        ):
             continue
         returncode, reason = run_trial([*evaluate_command, "--model_dir", str(folder)], folder, threads=os.cpu_count())
         if returncode == 0:

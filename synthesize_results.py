@@ -17,12 +17,13 @@ import argparse
 import csv
 import io
 import logging
+import math
 from pathlib import Path
 
 from model.utils.errors import UserError, run_main
-from model.utils.files import load_json, write_text_atomic
+from model.utils.files import load_json, require_folder, write_text_atomic
 from model.utils.params import LOWER_IS_BETTER
-from model.utils.run_folder import JOURNAL_NAME
+from model.utils.run_folder import JOURNAL_NAME, run_status
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--parent_dir", default="experiments", help="Folder to search for experiments")
@@ -56,11 +57,11 @@ def find_experiments(parent_dir, split):
         metrics_path = folder / f"metrics_{split}_best_weights.json"
         metrics = read_json_or_warn(metrics_path) if metrics_path.exists() else None
         if metrics is not None:
-            metrics = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+            metrics = numbers_of(metrics, metrics_path)
         elif split == "test" and (folder / "metrics_eval_best_weights.json").exists():
             metrics = "not evaluated"  # trained: evaluate.py (or search_hyperparams.py --evaluate) makes them
         else:
-            metrics = "unfinished"
+            metrics = run_status(folder) or "not trained"  # running, interrupted, failed...
         name = folder.relative_to(parent_dir).as_posix() if folder != parent_dir else "."
         # A TPE search's trial.json says whether it stopped the trial early
         trial = read_json_or_warn(folder / "trial.json") if (folder / "trial.json").exists() else None
@@ -69,6 +70,18 @@ def find_experiments(parent_dir, split):
             name += f" (pruned after epoch {trial.get('pruned_at_epoch')})"
         experiments.append((name, params, metrics, pruned))
     return experiments
+
+
+def numbers_of(metrics, path):
+    """The metrics that are finite numbers; any other (text, Infinity, NaN) is left blank, with a warning."""
+    numbers = {
+        key: value
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    if odd := [key for key in metrics if key not in numbers and key not in ("per_class", "confusion_matrix")]:
+        logging.warning(f"Warning: {path}: {', '.join(odd)} is not a finite number: left blank")
+    return numbers
 
 
 def differing_keys(all_params):
@@ -96,12 +109,12 @@ def make_rows(experiments, metric):
     for name, params, metrics, _ in sorted(finished, key=rank) + [e for e in experiments if e not in finished]:
         cells = [_format(metrics.get(m, "")) for m in metric_names] if isinstance(metrics, dict) else [metrics]
         cells += [""] * (len(metric_names) - len(cells))
-        rows.append([name, *(params.get(k, "") for k in hyperparameters), *cells])
+        rows.append([name, *(_format(params.get(k, ""), ".4g") for k in hyperparameters), *cells])
     return header, rows
 
 
-def _format(value):
-    return f"{value:.4f}" if isinstance(value, float) else value
+def _format(value, spec=".4f"):
+    return format(value, spec) if isinstance(value, float) else value
 
 
 def to_markdown(header, rows):
@@ -120,8 +133,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parser.parse_args(argv)
     parent_dir = Path(args.parent_dir)
-    if not parent_dir.is_dir():
-        raise UserError(f"--parent_dir {parent_dir} does not exist.")
+    require_folder(parent_dir, "Give --parent_dir the folder of the experiments, such as experiments.")
 
     # Gather every experiment's hyperparameters and metrics
     experiments = find_experiments(parent_dir, args.split)
@@ -131,10 +143,11 @@ def main(argv=None):
     # Build the table, save it as markdown and CSV, and show it
     header, rows = make_rows(experiments, args.metric)
     table = to_markdown(header, rows)
-    write_text_atomic(table, parent_dir / "results.md")
-    write_text_atomic(to_csv(header, rows), parent_dir / "results.csv")
+    name = "results" if args.split == "eval" else f"results_{args.split}"
+    write_text_atomic(table, parent_dir / f"{name}.md")
+    write_text_atomic(to_csv(header, rows), parent_dir / f"{name}.csv")
     print(table)
-    print(f"Saved {parent_dir / 'results.md'} and {parent_dir / 'results.csv'}")
+    print(f"Saved {parent_dir / name}.md and {parent_dir / name}.csv")
 
     # TPE searches: each study's best trial, and its plots
     if args.storage or any(parent_dir.rglob(JOURNAL_NAME)):

@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model.utils.errors import UserError
-from model.utils.files import load_json, save_json
+from model.utils.files import load_json, open_regular, save_json
+from model.utils.run_folder import run_status
 
 # The trial processes running now, so that an interrupted search can stop them.
 RUNNING = set()
@@ -74,6 +75,8 @@ def run_search(sampler, base_params, train_command, jobs, threads):
                 str(trial.folder / "last_weights"),
             ]
             returncode, reason = run_trial(command, trial.folder, threads, trial.watch)
+            if returncode == 0 and run_status(trial.folder) not in ("finished", "stopped early"):
+                returncode, reason = 1, ["exited 0, but its run.json does not say it trained: check --launcher"]
             sampler.tell(trial, returncode, reason)
             progress.update()
 
@@ -113,7 +116,7 @@ def run_trial(command, trial_dir, threads, watch=None):
         "OMP_NUM_THREADS": str(threads),
     }
     output_path = Path(trial_dir) / "output.log"
-    with open(output_path, "a") as output:
+    with open_regular(output_path, append=True) as output:
         start = output.tell()  # this run's output begins here (an earlier one's is above)
         if STOPPING.is_set():  # the search was interrupted while this trial was starting
             return 130, ["not started: the search was interrupted"]
@@ -147,11 +150,9 @@ def poll(process, timeout):
 
 def is_finished(trial_dir, num_epochs):
     """Whether a trial trained all its epochs (its last metrics say so), or stopped early."""
+    if run_status(trial_dir) == "stopped early":
+        return True
     try:
-        if (Path(trial_dir) / "run.json").exists() and load_json(Path(trial_dir) / "run.json").get(
-            "status"
-        ) == "stopped early":
-            return True
         return load_json(Path(trial_dir) / "metrics_eval_last_weights.json").get("epoch", 0) >= num_epochs
     except UserError:
         return False

@@ -16,6 +16,8 @@ from model.utils.params import declared, did_you_mean
 
 # Characters of a trial folder's name taken from its values (file systems allow 255)
 MAX_NAME = 120
+# The most trials a search may plan
+MAX_TRIALS = 10000
 
 EXAMPLE = """For a grid, give a list of values per key:
     {"learning_rate": [1e-4, 1e-3, 1e-2], "batch_size": [32, 64]}
@@ -74,15 +76,24 @@ def load_search_space(parent_dir, model_version):
     if not space:
         raise UserError(f"{path} is empty: name at least one hyperparameter to search.\n{EXAMPLE}")
     _, hyperparameters = declared(model_version)
+    versions = space["model_version"] if isinstance(space.get("model_version"), list) else [model_version]
+    used = {key for version in versions if isinstance(version, str) for key in declared(version)[0]}
     for key, spec in space.items():
         if key not in hyperparameters:
             raise UserError(f"{path}: '{key}' is not a hyperparameter. {did_you_mean(key, hyperparameters)}\n{EXAMPLE}")
+        if key not in used:
+            raise UserError(
+                f"{path}: '{key}' is not used by model_version {' or '.join(map(str, versions))}, so every trial "
+                "would train the same network. Remove it, or search model_version too."
+            )
         if isinstance(spec, list) and not spec:
             raise UserError(f"{path}: the list of values for '{key}' is empty.\n{EXAMPLE}")
         spec = {"distribution": "choice", "values": spec} if isinstance(spec, list) else spec
         if not valid(spec):
             raise UserError(f"{path}: '{key}' must be a list of values or a valid distribution, not {spec}.\n{EXAMPLE}")
-        for value in spec.get("values", [spec.get("low"), spec.get("high")]):
+        # The bounds, and a draw: a float distribution cannot feed a whole-number hyperparameter
+        draw = DISTRIBUTIONS[spec["distribution"]].sample(spec, random.Random(0))
+        for value in spec.get("values", [spec.get("low"), spec.get("high"), draw]):
             hyperparameters[key].check(key, value, path)
     grid = all(isinstance(spec, list) for spec in space.values())
     return {
@@ -105,6 +116,10 @@ def valid(spec):
 
 def grid_trials(space):
     """Every combination of the listed values, as a list of {key: value} dicts."""
+    if (size := math.prod(len(spec["values"]) for spec in space.values())) > MAX_TRIALS:
+        raise UserError(
+            f"The grid has {size} points, more than {MAX_TRIALS}: search fewer values, or use random search."
+        )
     keys = list(space)
     return [dict(zip(keys, values)) for values in itertools.product(*(space[key]["values"] for key in keys))]
 

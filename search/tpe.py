@@ -20,7 +20,7 @@ from model.utils.files import load_json, read_json_lines, save_json, write_text_
 from model.utils.params import LOWER_IS_BETTER
 from model.utils.run_folder import JOURNAL_NAME
 from search.runner import STOPPING, Trial
-from search.space import suggest, trial_name
+from search.space import four_digits, suggest, trial_name
 
 try:
     import optuna
@@ -234,8 +234,9 @@ def describe(study, parent_dir):
     if counts[TrialState.COMPLETE]:
         best = study.best_trial
         metric = study.user_attrs.get("metric", "metric")
+        values = {key: four_digits(v) if isinstance(v, float) else v for key, v in best.params.items()}
         lines.append(
-            f"Best trial: {best.number}, dev {metric} {best.value:.4f} with {best.params}, "
+            f"Best trial: {best.number}, dev {metric} {best.value:.4f} with {values}, "
             f"in {parent_dir / best.user_attrs['trial_dir']}"
         )
     return lines

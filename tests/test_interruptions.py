@@ -176,7 +176,7 @@ def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(built
         )
 
         assert second.returncode == 2, second.stderr
-        assert "Another train.py is training in" in second.stderr and "Traceback" not in second.stderr
+        assert "Another train.py is writing into" in second.stderr and "Traceback" not in second.stderr
         assert first.poll() is None, "the first run must go on"
     finally:
         first.send_signal(signal.SIGTERM)

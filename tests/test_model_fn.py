@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_params
 
-from model.evaluation import make_eval_step
 from model import model_fn
+from model.evaluation import make_eval_step
 from model.training import make_train_step, model_spec
 from model.utils.layers import BatchNormalization
 from model.utils.params import NETWORKS, build_network, load_params

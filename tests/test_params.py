@@ -8,7 +8,7 @@ from conftest import tiny_params
 import model.input_fn  # noqa: F401  (declares the augmentation's hyperparameters)
 import model.model_fn
 from model.utils.errors import UserError
-from model.utils.params import COMMON, NETWORKS, Params, declared, load_params
+from model.utils.params import NETWORKS, Params, declared, load_params
 
 
 def write_json(path, content):

@@ -288,11 +288,11 @@ def test_a_trial_refused_by_a_train_py_still_running_in_its_folder_says_so(tmp_p
 
     assert result.returncode == 1, result.stderr
     reason = result.stderr.split("failed (exit 2):\n")[1].splitlines()
-    assert reason[0].strip().startswith("Error: Another train.py is training in"), result.stderr
+    assert reason[0].strip().startswith("Error: Another train.py is writing into"), result.stderr
     assert not reason[1].startswith("    "), "the message alone, not the other process's lines"
 
 
-def test_rerun_resumes_a_trial_whose_own_num_epochs_is_not_reached(tmp_path):
+def test_rerun_resumes_a_trial_whose_own_num_epochs_is_not_reached(tmp_path, built_dataset):
     # Both trials have trained 1 epoch; only the one that asks for 3 epochs is unfinished.
     parent = make_search(tmp_path / "search", {"num_epochs": [1, 3]}, num_epochs=1)
     for epochs in (1, 3):
@@ -302,11 +302,12 @@ def test_rerun_resumes_a_trial_whose_own_num_epochs_is_not_reached(tmp_path):
         (trial / "metrics_eval_last_weights.json").write_text(json.dumps({"accuracy": 0.5, "loss": 1.0, "epoch": 1}))
     record = tmp_path / "launched.jsonl"
 
-    # The launcher only records what it is given: nothing trains.
-    result = search(parent, tmp_path / "data", "--launcher", recording_launcher(tmp_path, record, then_run=False))
+    # The launcher only records what it is given: nothing trains, so the trial it ran is not done.
+    result = search(parent, built_dataset, "--launcher", recording_launcher(tmp_path, record, then_run=False))
 
-    assert result.returncode == 0, result.stderr
-    assert "Search finished: 1 done, 1 skipped" in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "Search finished: 0 done, 1 skipped (finished before), 1 failed" in result.stderr
+    assert "its run.json does not say it trained" in result.stderr
     assert [model_dir_of(c) for c in launched(record)] == [str(parent / "num_epochs_3")]
 
 

@@ -26,15 +26,15 @@ def synthesize(parent, *args):
     return run_script("synthesize_results.py", "--parent_dir", parent, *args)
 
 
-def read_csv(parent):
-    """(header, rows) of parent/results.csv."""
-    with open(parent / "results.csv", newline="") as f:
+def read_csv(parent, name="results.csv"):
+    """(header, rows) of parent/results.csv (or another table)."""
+    with open(parent / name, newline="") as f:
         header, *rows = csv.reader(f)
     return header, rows
 
 
-def column(parent, name):
-    header, rows = read_csv(parent)
+def column(parent, name, table="results.csv"):
+    header, rows = read_csv(parent, table)
     return [row[header.index(name)] for row in rows]
 
 
@@ -91,20 +91,21 @@ def test_unfinished_experiments_come_after_finished_ones(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert column(tmp_path, "experiment") == ["c", "a", "b"]
-    assert column(tmp_path, "accuracy") == ["0.9000", "0.5000", "unfinished"]
+    assert column(tmp_path, "accuracy") == ["0.9000", "0.5000", "not trained"]
 
 
 def test_table_still_lines_up_when_no_experiment_has_finished(tmp_path):
     # A search whose first trials are still training.
     write_experiment(tmp_path / "a", None, learning_rate=0.01)
     write_experiment(tmp_path / "b", None, learning_rate=0.02)
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"status": "running"}))
 
     result = synthesize(tmp_path)
 
     assert result.returncode == 0, result.stderr
     header, rows = read_csv(tmp_path)
     assert [row[0] for row in rows] == ["a", "b"]
-    assert all("unfinished" in row for row in rows)
+    assert [row[-1] for row in rows] == ["running", "not trained"]  # a status, never a number
     assert all(len(row) == len(header) for row in rows), f"{header} vs {rows}"
 
 
@@ -158,11 +159,13 @@ def test_split_test_uses_the_test_metrics(tmp_path):
         write_experiment(tmp_path / name, metrics(dev), learning_rate=dev)
         write_experiment(tmp_path / name, metrics(test), split="test", learning_rate=dev)
 
+    synthesize(tmp_path)  # the dev table, which the test table must not replace
     result = synthesize(tmp_path, "--split", "test")
 
     assert result.returncode == 0, result.stderr
-    assert column(tmp_path, "experiment") == ["b", "a"]
-    assert column(tmp_path, "accuracy") == ["0.8000", "0.4000"]
+    assert column(tmp_path, "experiment", "results_test.csv") == ["b", "a"]
+    assert column(tmp_path, "accuracy", "results_test.csv") == ["0.8000", "0.4000"]
+    assert column(tmp_path, "accuracy") == ["0.9000", "0.6000"]
 
 
 def test_unknown_metric_is_an_error_listing_the_metrics(tmp_path):

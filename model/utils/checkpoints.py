@@ -131,7 +131,13 @@ def resume(checkpoint, model_dir, restore_from, check):
     The history of epochs written before a kill but missing from the checkpoint is dropped (the
     run redoes them), and the metrics files are rewritten from what is left.
     """
-    prefix = restore(checkpoint, find(restore_from, model_dir), check=check) if restore_from else None
+    source = find(restore_from, model_dir) if restore_from else None
+    prefix = restore(checkpoint, source, check=check) if restore_from else None
+    if restore_from and prefix is None and Path(source[0]).resolve() != (model_dir / "last_weights").resolve():
+        raise UserError(
+            f"--restore_from {restore_from} holds no checkpoint. Give a folder with one, such as another run's "
+            "last_weights, or leave out --restore_from to start from fresh weights."
+        )
     epoch = int(checkpoint.epoch)
     best_epoch = next((number(p) for p in checkpoints_in(model_dir / "best_weights") if is_readable(p)), 0)
     prune(model_dir / "last_weights", epoch, KEEP["last_weights"])

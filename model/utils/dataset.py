@@ -7,7 +7,9 @@ from pathlib import Path
 from PIL import Image
 
 from model.utils.errors import UserError
-from model.utils.files import load_json
+from model.utils.files import load_json, require_folder
+from model.utils.images import RESIZE_MODES, UNREADABLE
+from model.utils.params import MAX_LABELS
 
 SPLITS = ("train", "dev", "test")
 # Where train.py and evaluate.py look when neither --data_dir nor the run's run.json names a folder
@@ -20,11 +22,7 @@ def list_split(data_dir, split):
     folder = Path(data_dir) / split
     if not folder.is_dir() and (Path(data_dir) / f"{split}_signs").is_dir():
         folder = Path(data_dir) / f"{split}_signs"
-    if not folder.is_dir():
-        raise UserError(
-            f"The {split} split is missing: no folder {folder}. Run build_dataset.py first, or pass "
-            "--data_dir pointing at its output."
-        )
+    require_folder(folder, f"The {split} split is missing: run build_dataset.py first, or give --data_dir its output.")
     # Regular files only: a pipe or a device named *.jpg would block the reader forever.
     filenames = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file())
     if not filenames:
@@ -36,10 +34,10 @@ def label_from_filename(path):
     """The integer before the first '_' of a file name: `12_IMG_5.jpg` -> 12."""
     name = Path(path).name
     prefix = name.split("_", 1)[0]
-    if "_" not in name or not prefix.isdecimal():
+    if "_" not in name or not prefix.isdecimal() or int(prefix) >= MAX_LABELS:
         raise UserError(
-            f"Cannot read a label from the file name '{path}': expected '<integer label>_<name>', "
-            "for example '3_IMG_4821.jpg'. Rename the file or remove it from the folder."
+            f"Cannot read a label from the file name '{path}': expected '<label>_<name>', the label a whole "
+            f"number below {MAX_LABELS}, for example '3_IMG_4821.jpg'. Rename the file or remove it from the folder."
         )
     return int(prefix)
 
@@ -49,7 +47,13 @@ def check_split(filenames, labels, params, split):
     rule: num_labels is one more than the largest label); returns a warning for each class
     without train images, which is allowed."""
     for filename in filenames:
-        with Image.open(filename) as image:  # reads the file's header only
+        try:
+            image = Image.open(filename)  # reads the file's header only
+        except UNREADABLE:
+            raise UserError(
+                f"{filename} is not an image that can be read. Rebuild the data with build_dataset.py."
+            ) from None
+        with image:
             if image.size != (params.image_size, params.image_size):
                 raise UserError(
                     f"{filename} is {image.width}x{image.height} pixels, but image_size = {params.image_size} in "
@@ -74,7 +78,12 @@ def check_labels(labels, num_labels, split):
 def resize_mode(data_dir):
     """How build_dataset.py made DATA_DIR's images square (its build.json): "squash" if unknown."""
     path = Path(data_dir or "") / "build.json"
-    return load_json(path).get("resize", "squash") if data_dir and path.is_file() else "squash"
+    if not data_dir or not path.is_file():
+        return "squash"
+    build = load_json(path)
+    if build.get("resize", "squash") not in RESIZE_MODES or not isinstance(build.get("size", 1), int):
+        raise UserError(f"{path} is not one that build_dataset.py writes. Rebuild the data, or delete the file.")
+    return build.get("resize", "squash")
 
 
 def load_class_names(data_dir, num_labels):

@@ -35,9 +35,13 @@ def run_main(main, argv=None):
     """
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        for arg in sys.argv[1:] if argv is None else argv:
+            check_utf8(arg, "On the command line, ")
         main(argv)
     except UserError as error:
         _exit_with(str(error))
+    except UnicodeEncodeError as error:  # a name in another encoding, met in a folder given
+        _exit_with(not_utf8(error.object, ""))
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             _exit_with(disk_full(error.filename))
@@ -59,6 +63,21 @@ def run_main(main, argv=None):
         sys.exit(130)
 
 
+def check_utf8(text, where):
+    """Stops with a clear message if `text` (a path, a name) is not valid UTF-8, which TensorFlow needs."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(not_utf8(text, where)) from None
+
+
+def not_utf8(text, where):
+    return (
+        f"{where}{text.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8 text (such as a file name "
+        "written in another encoding). Rename it with UTF-8 characters only, then run again."
+    )
+
+
 def disk_full(what):
     return (
         f"The disk is full: {what or 'a file'} could not be written. Free some space, then run the same command "
@@ -71,7 +90,7 @@ def _interrupt(signum, frame):
 
 
 def _exit_with(message):
-    if any(isinstance(handler, logging.FileHandler) for handler in logging.getLogger().handlers):  # the run's log too
+    if any(getattr(handler, "run_log", False) for handler in logging.getLogger().handlers):  # the run's log too
         logging.error("Error: %s", message)
     else:
         print(f"Error: {message}", file=sys.stderr)

@@ -1,21 +1,38 @@
-"""The JSON files of runs: read with a clear message when broken, written whole or not at all,
-and never through a symbolic link, so that nothing lands outside the folders given."""
+"""The files the template reads and writes, through three primitives that every script uses:
 
+- open_regular opens a file to read or append only if it is a regular file (never through a
+  link; a pipe or a device left in its place is refused at once instead of hanging the script);
+- write_text_atomic writes an output whole or not at all, and replaces only a regular file;
+- lock_folder lets one process at a time write into a folder.
+"""
+
+import errno
 import json
 import os
 import secrets
+import stat
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from model.utils.errors import UserError
+from model.utils.errors import NOT_WRITABLE, UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: folders are not locked
+    fcntl = None
 
 
 def load_json(path):
     """The JSON object in a file; a missing, unreadable or malformed file is a UserError naming it."""
     path = Path(path)
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as f:
+            content = json.loads(f.read().decode("utf-8-sig"))  # "-sig": a byte-order mark is allowed
     except FileNotFoundError:
         raise UserError(f"No JSON file found at {path}. Check the path.") from None
+    except RecursionError:
+        raise UserError(f"{path} nests its values too deeply to be a params or results file.") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (byte {e.start}). Save it as UTF-8 JSON.") from None
     except OSError as e:
@@ -43,16 +60,18 @@ def write_text_atomic(text, path):
     on one file system). A kill -9 in between leaves `.NAME.*.tmp`, which the next run deletes.
     """
     path = Path(path)
-    refuse_link(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # Created with 0o666 less the umask, as any new file is (mkstemp's 0o600 would hide results from a team).
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
+            # surrogateescape: a file name that is not UTF-8 is written back as the bytes it was
+            f.write(text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
+        check_output(path)  # again, just before the rename: never over a device or a pipe
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
@@ -70,16 +89,71 @@ def refuse_link(path):
         )
 
 
-def open_for_append(path):
-    """A text file opened for appending, created if needed, never through a symbolic link."""
+def require_folder(path, hint):
+    """Stops with a clear message unless `path` is a folder, saying whether it is missing or a file."""
+    if not Path(path).is_dir():
+        raise UserError(f"{path} {'is not a folder' if Path(path).exists() else 'does not exist'}. {hint}")
+
+
+def check_output(path):
+    """Stops with a clear message unless `path` can take an output: absent, or a regular file, and
+    not a link. Scripts call it on every output before their work starts, and the writers again."""
     refuse_link(path)
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        raise UserError(f"{path} is {kind}, not a file: outputs only ever replace regular files. Give another path.")
+
+
+def open_regular(path, append=False):
+    """A file opened to read (binary) or to append (text, created if needed), only if it is a
+    regular file: never through a link, and never a pipe or device, which could block forever."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND) if append else os.O_RDONLY
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)  # NONBLOCK: a pipe can't hang us
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENXIO):  # a link; a pipe that nobody reads
+            check_output(path)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        check_output(path)
+    os.set_blocking(fd, True)
+    return open(fd, "a", encoding="utf-8", errors="backslashreplace") if append else open(fd, "rb")
+
+
+@contextmanager
+def lock_folder(folder, holder):
+    """Holds an exclusive lock on a folder while one process writes into it; it goes with the
+    process however that ends. `holder` says who holds it, for the message another one gets."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        tempfile.TemporaryFile(dir=folder).close()  # the folder is writable, not only a lock file left in it
+        handle = open_regular(Path(folder) / ".lock", append=True)
+    except OSError as error:
+        if error.errno not in NOT_WRITABLE:
+            raise
+        raise UserError(f"{folder} is not writable: {holder} writes there. Give another folder.") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"Another {holder} is writing into {folder} right now; two would overwrite each other's files. "
+                "Wait for it to end or stop it, or give another folder."
+            ) from None
+        yield
 
 
 def append_json_line(values, path):
     """Appends a dict to a JSON-lines file as one line in one write, so that a reader polling it
     sees whole lines; a line cut short by a crash has no newline and is ignored."""
-    with open_for_append(path) as f:
+    with open_regular(path, append=True) as f:
         f.write(json.dumps(values, default=_to_builtin) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -88,7 +162,8 @@ def append_json_line(values, path):
 def read_json_lines(path):
     """The dicts in a JSON-lines file; a line still being written, or cut short by a crash, is left out."""
     try:
-        lines = Path(path).read_text().splitlines(keepends=True)
+        with open_regular(path) as f:
+            lines = f.read().decode("utf-8", "replace").splitlines(keepends=True)
     except FileNotFoundError:
         return []
     records = []

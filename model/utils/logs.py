@@ -7,7 +7,7 @@ import sys
 from tqdm import tqdm
 
 from model.utils.errors import NOT_WRITABLE
-from model.utils.files import refuse_link
+from model.utils.files import check_output, open_regular
 
 
 class TqdmHandler(logging.StreamHandler):
@@ -22,7 +22,13 @@ class TqdmHandler(logging.StreamHandler):
 
 class LogFileHandler(logging.FileHandler):
     """A log file that stops, with one warning on the console, when it can no longer be written
-    (a full disk), instead of printing a traceback for every line."""
+    (a full disk), instead of printing a traceback for every line. It is opened as every file
+    the template appends to is (files.open_regular): never a link, a pipe or a device."""
+
+    run_log = True  # errors.run_main writes its last message here too
+
+    def _open(self):
+        return open_regular(self.baseFilename, append=True)
 
     def handleError(self, record):
         logging.getLogger().removeHandler(self)
@@ -41,7 +47,7 @@ def set_logger(log_path, required=True):
         logger.removeHandler(handler)
         handler.close()
     logger.addHandler(TqdmHandler())
-    refuse_link(log_path)
+    check_output(log_path)
     try:
         log_file = LogFileHandler(log_path, encoding="utf-8")
     except OSError as error:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.utils.errors import UserError
-from model.utils.files import load_json, save_json
+from model.utils.errors import UserError, check_utf8
+from model.utils.files import load_json, require_folder, save_json
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Hyperparameter:
         typed = isinstance(value, (int, float) if kind is float else kind) and isinstance(value, bool) == (kind is bool)
         if not typed or (self.valid and not self.valid(value)):
             raise UserError(f"{source}: {key} = {json.dumps(value)} is not valid: it must be {self.must_be}.")
+        if isinstance(value, str):
+            check_utf8(value, f"{source}: {key} = ")
 
 
 def at_least(minimum, default, maximum=2**31 - 1):
@@ -57,6 +59,10 @@ def flag(default):
     return Hyperparameter(default, "true or false")
 
 
+# The largest values TensorFlow and memory can take, checked where each value is read
+MAX_LABELS = 10**6
+MAX_IMAGE_SIZE = 4096
+
 # Metrics where lower is better (best_weights, searches and results tables minimise them)
 LOWER_IS_BETTER = ("loss",)
 
@@ -66,8 +72,10 @@ COMMON = {
     "model_version": Hyperparameter(
         "base_model", "the name of a network of model/model_fn.py", lambda v: v in NETWORKS
     ),
-    "num_labels": Hyperparameter(None, "the number of classes, from 2 to 1000000", lambda v: 2 <= v <= 10**6, kind=int),
-    "image_size": at_least(1, 64),
+    "num_labels": Hyperparameter(
+        None, f"the number of classes, from 2 to {MAX_LABELS}", lambda v: 2 <= v <= MAX_LABELS, kind=int
+    ),
+    "image_size": at_least(1, 64, maximum=MAX_IMAGE_SIZE),
     "batch_size": at_least(1, 32),
     "num_epochs": at_least(1, 10),
     "best_metric": Hyperparameter(
@@ -192,11 +200,9 @@ def load_params(model_dir, overrides=(), filename="params.json"):
     """Loads and checks MODEL_DIR/params.json, with any `--param KEY=VALUE` overrides (VALUE read as
     JSON, else as a string)."""
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UserError(
-            f"The experiment folder {model_dir} does not exist. Create it with a params.json, for example "
-            "by copying experiments/base_model."
-        )
+    require_folder(
+        model_dir, "Give an experiment folder holding a params.json, such as a copy of experiments/base_model."
+    )
     if not (model_dir / filename).is_file():
         raise UserError(f"No {filename} in {model_dir}. Copy one from experiments/base_model and edit it.")
     params = Params(model_dir / filename)

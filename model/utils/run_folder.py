@@ -4,7 +4,6 @@
     python -m model.utils.run_folder experiments     # deletes every run's outputs below experiments/
 """
 
-import json
 import logging
 import platform
 import shlex
@@ -18,8 +17,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from model.utils.errors import NOT_WRITABLE, TrainingDiverged, UserError, run_main
-from model.utils.files import open_for_append, save_json
+from model.utils.errors import TrainingDiverged, UserError, run_main
+from model.utils.files import load_json, lock_folder, save_json
 from model.utils.logs import set_logger
 
 # Everything a run writes into MODEL_DIR (glob patterns); params.json and search.json are the user's.
@@ -45,7 +44,7 @@ RUN_OUTPUTS = (
 )
 # What a search and synthesize_results.py write into the folder above the runs
 JOURNAL_NAME = "optuna_journal.log"  # a TPE search's Optuna study, unless --storage says otherwise
-SEARCH_OUTPUTS = ("search.log", "results.md", "results.csv", f"{JOURNAL_NAME}*", "*.html")
+SEARCH_OUTPUTS = ("search.log", "results*.md", "results*.csv", f"{JOURNAL_NAME}*", "*.html")
 
 
 def outputs_in(folder, patterns=RUN_OUTPUTS):
@@ -88,40 +87,11 @@ def prepare(model_dir, restore_from, overwrite):
 
 
 @contextmanager
-def training_lock(folder):
-    """Holds an exclusive lock on a run's folder, which goes with the process however it ends:
-    two runs training into one folder would overwrite each other's checkpoints."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        yield
-        return
-    try:
-        tempfile.TemporaryFile(dir=folder).close()  # the folder is writable, not only a lock file left in it
-        handle = open_for_append(Path(folder) / ".lock")
-    except OSError as error:
-        if error.errno not in NOT_WRITABLE:
-            raise
-        raise UserError(
-            f"{folder} is not writable: train.py writes its weights and logs there. Use another --model_dir."
-        ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"Another train.py is training in {folder} right now; two runs in one folder would overwrite "
-                "each other's weights. Wait for it to end or stop it, or use another --model_dir."
-            ) from None
-        yield
-
-
-@contextmanager
 def run_folder(strategy, model_dir, restore_from, overwrite, data):
     """Sets up MODEL_DIR for a training run and yields (the folder this process writes into, its
     RunRecord): the lock (one run at a time), the checks before anything is written (never over an
     earlier run's weights, never through a link), the log (console and train.log) and run.json."""
-    with output_folder(strategy, model_dir) as output_dir, training_lock(output_dir):
+    with output_folder(strategy, model_dir) as output_dir, lock_folder(output_dir, "train.py"):
         prepare(output_dir, restore_from, overwrite)
         set_logger(output_dir / "train.log")
         with RunRecord(output_dir, data) as run:
@@ -152,9 +122,9 @@ class RunRecord:
     def __init__(self, model_dir, data):
         self.path = Path(model_dir) / "run.json"
         try:
-            last = json.loads(self.path.read_text())
+            last = load_json(self.path)
             previous = [*last.pop("previous_runs", []), last]
-        except (OSError, ValueError):
+        except UserError:  # none yet, or unreadable: the run starts a new record
             previous = []
         self.record = {
             "command": shlex.join(["python", *sys.argv]),
@@ -191,11 +161,19 @@ class RunRecord:
         return False  # the error, if any, goes on to run_main
 
 
+def run_status(model_dir):
+    """The status in a run's run.json ("finished", "stopped early", ...), or None without one."""
+    try:
+        return load_json(Path(model_dir) / "run.json").get("status")
+    except UserError:
+        return None
+
+
 def data_dir_of(model_dir):
     """The data folder the run in model_dir trained on, from its run.json (None if unknown)."""
     try:
-        return json.loads((Path(model_dir) / "run.json").read_text())["data"]["data_dir"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return load_json(Path(model_dir) / "run.json")["data"]["data_dir"]
+    except (UserError, KeyError, TypeError):
         return None
 
 
@@ -223,10 +201,11 @@ def clean(root):
             remove(path)
 
 
-def main():
-    if len(sys.argv) != 2:
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
         raise UserError("Give one folder to clean: python -m model.utils.run_folder experiments")
-    clean(sys.argv[1])
+    clean(argv[0])
 
 
 if __name__ == "__main__":

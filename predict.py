@@ -9,7 +9,7 @@ be read as images are reported and skipped. Every line also goes to MODEL_DIR/pr
 that folder is writable).
 
 Example:
-    python predict.py --model_dir experiments/base_model data/64x64_SIGNS/test_signs
+    python predict.py --model_dir experiments/base_model data/64x64_SIGNS/test
     python predict.py --model_dir experiments/base_model photo.jpg --top_k 3 --output predictions.csv
 """
 

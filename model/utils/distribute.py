@@ -31,7 +31,7 @@ def check_tf_config(text):
     if text is None:
         raise UserError(
             'distribution = "multi_worker" needs the TF_CONFIG environment variable, which names every '
-            "machine of the cluster and this one's role (see README, Scaling out)."
+            "machine of the cluster and this one's role (see docs/scaling-out.md)."
         )
     try:
         config = json.loads(text)
@@ -45,5 +45,5 @@ def check_tf_config(text):
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(machines):
         raise UserError(
             f"TF_CONFIG gives this machine the task index {json.dumps(index)}, but its cluster lists "
-            f"{len(machines)} {role}(s), numbered from 0. Set each machine's index (see README, Scaling out)."
+            f"{len(machines)} {role}(s), numbered from 0. Set each machine's index (see docs/scaling-out.md)."
         )

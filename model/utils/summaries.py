@@ -1,6 +1,6 @@
 """TensorBoard: MODEL_DIR/train_summaries and eval_summaries hold the curves and images of
 training and of the dev evaluations; the event files in MODEL_DIR itself hold the run's
-hyperparameters and its best dev metrics (best_dev/...), and evaluate.py's results (test/...),
+hyperparameters and its best dev metrics (best_dev/...), and evaluate.py's results (test_best_weights/...),
 for the HParams dashboard, which lists every run with them."""
 
 import json

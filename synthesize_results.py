@@ -130,7 +130,7 @@ def to_csv(header, rows):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     args = parser.parse_args(argv)
     parent_dir = Path(args.parent_dir)
     require_folder(parent_dir, "Give --parent_dir the folder of the experiments, such as experiments.")

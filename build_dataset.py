@@ -1,25 +1,13 @@
-"""Split an image dataset into train/dev/test and resize every image to SIZE x SIZE.
+"""Split an image dataset into train/dev/test and resize every image to SIZE x SIZE, once.
 
-Reads DATA_DIR in either of two layouts:
-  (a) SIGNS:   DATA_DIR/train_signs/{label}_{name}.jpg and DATA_DIR/test_signs/{label}_{name}.jpg,
-               where the label is the integer before the first '_' of the file name;
-  (b) classes: DATA_DIR/<class name>/*.jpg|png|bmp|gif|webp|tif, one folder per class (labels follow
-               the sorted class names), or the same under DATA_DIR/train/, and DATA_DIR/test/ and a
-               dev split as DATA_DIR/val/, valid/, validation/ or dev/ if the dataset has them.
-Without a given test split, a seeded test split stratified by class is set aside, and without a
-given dev split, a seeded 20% of the train images (stratified by class) becomes dev. Folders that
-are not used are named in a warning; so are the files that cannot be read as images.
-
-Writes OUTPUT_DIR/{train,dev,test}/{label}_{name}.jpg, OUTPUT_DIR/classes.json (label -> class
-name), OUTPUT_DIR/build.json (the size and --resize mode, which predict.py and export.py follow)
-and OUTPUT_DIR/build_dataset.log. Non-square images are squashed to a square by default;
---resize crop keeps their centre square, --resize pad adds black borders. Resizing once here,
-rather than on every epoch, makes training much faster: decoding a 3000x3000 phone photo takes
-longer than a training step on its 64x64 copy.
+Reads DATA_DIR in the SIGNS layout, DATA_DIR/train_signs/{label}_{name}.jpg (and test_signs/),
+or one folder per class, DATA_DIR/<class name>/*.jpg (also under DATA_DIR/train/, with test/ and
+val/ beside it); the splits it lacks are set aside, seeded and stratified by class. Writes
+OUTPUT_DIR/{train,dev,test}/{label}_{name}.jpg, classes.json and build.json. Resizing once here
+saves decoding large photos on every epoch. Layouts, options and outputs: docs/data.md.
 
 Example:
     python build_dataset.py --data_dir data/SIGNS --output_dir data/64x64_SIGNS
-    python build_dataset.py --synthetic 3000   # first draw a demo dataset into data/SIGNS
 """
 
 import argparse
@@ -49,9 +37,7 @@ MAX_NAME = 120
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data_dir", default="data/SIGNS", help="Folder with the raw dataset")
 parser.add_argument(
-    "--output_dir",
-    default=None,
-    help="Where to write the resized dataset (default data/{SIZE}x{SIZE}_{DATA_DIR's name})",
+    "--output_dir", help="Where to write the resized dataset (default data/{SIZE}x{SIZE}_{DATA_DIR's name})"
 )
 parser.add_argument("--size", type=int, default=64, help="Side of the square output images, in pixels")
 parser.add_argument(
@@ -113,8 +99,7 @@ def read_dataset(data_dir, skipped):
         class_names = subfolders(data_dir / "train")
         splits = {split: read_class_folders(data_dir / folder, class_names, skipped) for split, folder in given.items()}
         for folder in given.values():
-            if set(subfolders(data_dir / folder)) - set(class_names):
-                extra = ", ".join(sorted(set(subfolders(data_dir / folder)) - set(class_names)))
+            if extra := ", ".join(sorted(set(subfolders(data_dir / folder)) - set(class_names))):
                 logging.warning(
                     f"Warning: not used: the class folder(s) {extra} of {data_dir / folder}, absent from train/"
                 )
@@ -152,8 +137,7 @@ def split_stratified(items, fraction, seed):
 
 
 def output_name(label, name, taken):
-    """'{label}_{name}.jpg' with characters safe on every OS, short enough for any file system,
-    made unique within `taken`."""
+    """'{label}_{name}.jpg', its characters safe on every OS, short enough for any file system, unique in `taken`."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:MAX_NAME]
     candidate, n = f"{label}_{safe}.jpg", 1
     while candidate in taken:
@@ -184,10 +168,8 @@ def split_folders(output_dir, split):
 
 def build(splits, output_dir, size, resize, workers):
     """Writes every split's images resized into output_dir; returns the files skipped and the warnings.
-
     Each split is written into a hidden folder first and takes its place only once every image is
-    written: an interrupted build leaves the earlier dataset whole.
-    """
+    written: an interrupted build leaves the earlier dataset whole."""
     tasks, building = [], {split: split_folders(output_dir, split)[-1] for split in splits}
     for split, items in splits.items():
         for folder in split_folders(output_dir, split):

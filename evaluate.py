@@ -1,16 +1,12 @@
 """Evaluate a trained model on the test split.
 
 Restores MODEL_DIR/best_weights (or --restore_from) with the hyperparameters it trained with,
-runs it over DATA_DIR/test (DATA_DIR: the data the model trained on, unless given) and writes
-MODEL_DIR/metrics_test_best_weights.json (named after the weights used: the metrics, each
-class's precision, recall, F1 and support, and the confusion matrix), the same table in
-MODEL_DIR/evaluate.log, the confusion matrix as confusion_matrix_test_best_weights.png, and the
-metrics and the picture for TensorBoard (test/... in HParams and the images dashboard). For a
-model in a folder that is not writable, pass --output_dir.
+runs it over DATA_DIR/test (DATA_DIR: the data the model trained on, unless given), and writes
+the metrics, each class's precision, recall and F1, and the confusion matrix into
+MODEL_DIR/metrics_test_best_weights.json, evaluate.log, a PNG and TensorBoard (docs/data.md).
 
 Example:
     python evaluate.py --model_dir experiments/base_model
-    python evaluate.py --model_dir experiments/base_model --restore_from last_weights --split dev
 """
 
 import argparse

@@ -1,21 +1,12 @@
 """Export a trained model for use outside this template, its preprocessing included.
 
 Restores MODEL_DIR/best_weights (or --restore_from) and writes into MODEL_DIR/export/ (or
---output_dir) a model that takes images as they come and gives class probabilities:
-  saved_model/  a SavedModel for TensorFlow Serving or tf.saved_model.load, with no Python
-                code needed. Its default signature takes encoded image files (image_bytes: a
-                batch of JPEG, PNG, WebP, GIF or BMP files, any size); serve_pixels takes uint8
-                pixels [batch, height, width, 3]. Both return probabilities and the class name.
-  model.keras   the Keras model: uint8 pixels [batch, height, width, 3] in, probabilities out.
-                Load it with keras.models.load_model after `import model.input_fn, model.utils.layers` (its
-                preprocessing layer is this template's).
-  classes.json  the class name of each label.
-Both resize and scale images with input_fn.preprocess, as evaluation and predict.py do, and
-read image files by the rules of model/utils/images.py.
+--output_dir): saved_model/ for TensorFlow Serving (encoded image files, or uint8 pixels, in;
+probabilities and class name out), model.keras (uint8 pixels in, probabilities out) and
+classes.json. Their inputs and how to load them: docs/data.md.
 
 Example:
     python export.py --model_dir experiments/base_model
-    python export.py --model_dir experiments/base_model --format keras --output_dir /tmp/signs_model
 """
 
 import argparse
@@ -88,13 +79,11 @@ def write_saved_model(model, image_size, resize, class_names, path):
         probabilities = model(pixels)
         return {"probabilities": probabilities, "class": tf.gather(names, tf.argmax(probabilities, axis=-1))}
 
-    def from_bytes(image_bytes):  # files of different sizes are decoded and resized one by one, then batched
-        decoded = tf.map_fn(
-            lambda data: resize_image(square(decode(data), resize), image_size),
-            image_bytes,
-            fn_output_signature=tf.uint8,
-        )
-        return outputs(decoded)
+    def one_file(data):  # files of different sizes are decoded and resized one by one, then batched
+        return resize_image(square(decode(data), resize), image_size)
+
+    def from_bytes(image_bytes):
+        return outputs(tf.map_fn(one_file, image_bytes, fn_output_signature=tf.uint8))
 
     archive = keras.export.ExportArchive()
     archive.track(model)

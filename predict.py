@@ -1,21 +1,14 @@
 """Predict the class of new images with a trained model.
 
-Takes image files and folders (searched recursively) of any format Pillow reads, any size,
-colour mode and EXIF orientation, and preprocesses them exactly as evaluation does. Restores
-MODEL_DIR/best_weights (or --restore_from) and the hyperparameters the model trained with, and
-prints each image's top-k classes with their probabilities. Class names come from the dataset's
-classes.json (written by build_dataset.py), else they are the label numbers. Files that cannot
-be read as images are reported and skipped. Every line also goes to MODEL_DIR/predict.log (if
-that folder is writable).
+Takes image files and folders of them (searched recursively) of any format, size and colour
+mode, preprocesses them exactly as evaluation does, and prints each image's top-k classes with
+their probabilities, also into MODEL_DIR/predict.log. Details: docs/data.md.
 
 Example:
-    python predict.py --model_dir experiments/base_model data/64x64_SIGNS/test
     python predict.py --model_dir experiments/base_model photo.jpg --top_k 3 --output predictions.csv
 """
 
 import argparse
-import csv
-import io
 import logging
 import os
 from pathlib import Path
@@ -26,7 +19,7 @@ from model.input_fn import predict_input_fn
 from model.utils.checkpoints import load_trained_model
 from model.utils.dataset import load_class_names, resize_mode
 from model.utils.errors import UserError, run_main
-from model.utils.files import check_output, write_text_atomic
+from model.utils.files import check_output, save_csv
 from model.utils.images import IMAGE_EXTENSIONS
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
@@ -71,19 +64,9 @@ def list_images(paths):
     return files, len(unreadable)
 
 
-def top_classes(probabilities, class_names, k):
-    """[(class name, probability)] of the k most likely classes, most likely first."""
-    best = probabilities.argsort()[::-1][:k]
-    return [(class_names[label], float(probabilities[label])) for label in best]
-
-
-def to_csv(predictions, k):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", *(f"{column}_{rank}" for rank in range(1, k + 1) for column in ("class", "probability"))])
-    for path, top in predictions:
-        writer.writerow([path, *(value for name, p in top for value in (name, f"{p:.6f}"))])
-    return buffer.getvalue()
+def csv_rows(predictions, k):
+    rows = [["image", *(f"{column}_{rank}" for rank in range(1, k + 1) for column in ("class", "probability"))]]
+    return rows + [[path, *(value for name, p in top for value in (name, f"{p:.6f}"))] for path, top in predictions]
 
 
 def main(argv=None):
@@ -112,7 +95,8 @@ def main(argv=None):
         if not ok:
             logging.warning(f"Skipped {path}: not an image that can be read")
             continue
-        top = top_classes(image_probabilities, class_names, k)
+        best = image_probabilities.argsort()[::-1][:k]  # the k most likely classes, most likely first
+        top = [(class_names[label], float(image_probabilities[label])) for label in best]
         predictions.append((path, top))
         logging.info(f"{path}: " + ", ".join(f"{name} ({p:.1%})" for name, p in top))
     logging.info(
@@ -120,7 +104,7 @@ def main(argv=None):
         f"and {unreadable_folders} unreadable folders"
     )
     if args.output:
-        write_text_atomic(to_csv(predictions, k), args.output)
+        save_csv(csv_rows(predictions, k), args.output)
         logging.info(f"Saved {args.output}")
     if not predictions:
         raise UserError("None of the files could be read as an image.")

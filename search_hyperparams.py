@@ -1,24 +1,12 @@
 """Search hyperparameters: train one experiment per point of the search space.
 
-PARENT_DIR holds the base params.json and a search.json naming the values to try: lists
-give a grid (every combination), distributions give random search (--num_trials draws).
-With --sampler tpe, Optuna chooses each trial from the results of the earlier ones and stops
-trials that fall behind (optional: pip install -r requirements-search.txt); it optimises the
-dev metric named by best_metric in params.json.
-Each trial gets its own folder in PARENT_DIR with its full params.json, trained by a
-`train.py` subprocess whose output is kept in the folder's output.log.
-
-With --evaluate, each trial that finished is then evaluated on the test split with its best
-weights (evaluate.py), for `synthesize_results.py --split test`.
-
-Running the same command again skips the finished trials and resumes the unfinished ones
-from their last_weights: nothing finished is retrained or overwritten.
+PARENT_DIR holds the base params.json and a search.json naming the values to try: lists give a
+grid, distributions a random search (--num_trials draws), or Optuna's TPE with --sampler tpe.
+Each trial is a folder in PARENT_DIR, trained by a train.py subprocess. Running the same command
+again skips the finished trials and resumes the others. Details: docs/experiments-and-search.md.
 
 Example:
     python search_hyperparams.py --parent_dir experiments/learning_rate
-    python search_hyperparams.py --parent_dir experiments/learning_rate --jobs 2
-    python search_hyperparams.py --parent_dir experiments/learning_rate --launcher "srun --ntasks=1 --gres=gpu:1"
-    python search_hyperparams.py --parent_dir experiments/model_search --sampler tpe --num_trials 20
 """
 
 import argparse
@@ -121,13 +109,8 @@ def main(argv=None):
         sampler = Planned(trials, params.num_epochs)
 
     # Run the trials, args.jobs at a time, each with its share of the CPU cores
-    run_search(
-        sampler,
-        load_json(parent_dir / "params.json"),
-        train_command,
-        args.jobs,
-        threads=max(1, (os.cpu_count() or 1) // args.jobs),
-    )
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    run_search(sampler, load_json(parent_dir / "params.json"), train_command, args.jobs, threads)
     for line in sampler.summary():
         logging.info(line)
     if args.evaluate:
@@ -139,10 +122,8 @@ def main(argv=None):
 def evaluate_trials(parent_dir, evaluate_command):
     """Evaluates on test each trial that finished training and has no test metrics yet."""
     for folder in sorted(path.parent for path in parent_dir.glob("*/run.json")):
-        if (
-            run_status(folder) not in ("finished", "stopped early")
-            or (folder / "metrics_test_best_weights.json").exists()
-        ):
+        trained = run_status(folder) in ("finished", "stopped early")
+        if not trained or (folder / "metrics_test_best_weights.json").exists():
             continue
         returncode, reason = run_trial([*evaluate_command, "--model_dir", str(folder)], folder, threads=os.cpu_count())
         if returncode == 0:

@@ -1,27 +1,21 @@
 """Aggregate the results of all experiments under a folder into one table.
 
-Every folder below PARENT_DIR that holds a params.json is an experiment (a folder that also
-holds a search.json is the template of a search, not an experiment). Prints a markdown table
-of the experiments, best first by --metric: the experiment (its path relative to PARENT_DIR),
-the hyperparameters that differ between them, then the metrics of their best weights.
-Writes the same table to PARENT_DIR/results.md and PARENT_DIR/results.csv. Trials that a TPE
-search pruned are marked so and listed after the finished ones; each Optuna study found (an
-optuna_journal.log, or --storage) gets its best trial printed and, if plotly is installed, its
-optimisation history and hyperparameter importances saved as HTML next to it.
+Every folder below PARENT_DIR with a params.json (and no search.json) is an experiment. Prints a
+markdown table of them, best first by --metric: the hyperparameters that differ between them,
+then the metrics of their best weights; saves it as PARENT_DIR/results.md and results.csv, and
+shows each Optuna study found. Details: docs/experiments-and-search.md.
 
 Example:
     python synthesize_results.py --parent_dir experiments --split test
 """
 
 import argparse
-import csv
-import io
 import logging
 import math
 from pathlib import Path
 
 from model.utils.errors import UserError, run_main
-from model.utils.files import load_json, require_folder, write_text_atomic
+from model.utils.files import load_json, require_folder, save_csv, write_text_atomic
 from model.utils.params import LOWER_IS_BETTER
 from model.utils.run_folder import JOURNAL_NAME, run_status
 
@@ -62,7 +56,7 @@ def find_experiments(parent_dir, split):
             metrics = "not evaluated"  # trained: evaluate.py (or search_hyperparams.py --evaluate) makes them
         else:
             metrics = run_status(folder) or "not trained"  # running, interrupted, failed...
-        name = folder.relative_to(parent_dir).as_posix() if folder != parent_dir else "."
+        name = folder.relative_to(parent_dir).as_posix()  # "." for parent_dir itself
         # A TPE search's trial.json says whether it stopped the trial early
         trial = read_json_or_warn(folder / "trial.json") if (folder / "trial.json").exists() else None
         pruned = trial is not None and trial.get("state") == "pruned"
@@ -92,8 +86,7 @@ def differing_keys(all_params):
 
 
 def make_rows(experiments, metric):
-    """Header and rows of the table: finished experiments best first, then pruned, then the
-    unfinished and not evaluated ones."""
+    """Header and rows of the table: finished experiments best first, then pruned, then the others."""
     hyperparameters = differing_keys([params for _, params, _, _ in experiments])
     finished = [e for e in experiments if isinstance(e[2], dict)]
     metric_names = sorted({key for _, _, metrics, _ in finished for key in metrics}) or [metric]
@@ -123,12 +116,6 @@ def to_markdown(header, rows):
     return "\n".join(lines) + "\n"
 
 
-def to_csv(header, rows):
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-    return buffer.getvalue()
-
-
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     args = parser.parse_args(argv)
@@ -145,7 +132,7 @@ def main(argv=None):
     table = to_markdown(header, rows)
     name = "results" if args.split == "eval" else f"results_{args.split}"
     write_text_atomic(table, parent_dir / f"{name}.md")
-    write_text_atomic(to_csv(header, rows), parent_dir / f"{name}.csv")
+    save_csv([header, *rows], parent_dir / f"{name}.csv")
     print(table)
     print(f"Saved {parent_dir / name}.md and {parent_dir / name}.csv")
 

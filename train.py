@@ -1,15 +1,11 @@
 """Train the model on the train split, evaluating on dev after every epoch.
 
-Reads the hyperparameters from MODEL_DIR/params.json (with any --param KEY=VALUE changes) and
-writes everything the run produces into MODEL_DIR (the list is RUN_OUTPUTS in model/utils/run_folder.py):
-params_used.json, run.json, train.log, last_weights/, best_weights/, metrics_eval_*.json,
-history.jsonl and TensorBoard summaries. The data is the output of build_dataset.py:
-DATA_DIR/{train,dev}/{label}_*.jpg
+Reads MODEL_DIR/params.json (with any --param KEY=VALUE changes) and the output of
+build_dataset.py, DATA_DIR/{train,dev}/{label}_*.jpg. Writes the weights, logs, metrics and
+summaries into MODEL_DIR only (RUN_OUTPUTS in model/utils/run_folder.py lists them).
 
 Example:
     python train.py --model_dir experiments/base_model --data_dir data/64x64_SIGNS
-    python train.py --model_dir experiments/base_model --restore_from experiments/base_model/last_weights
-    python train.py --model_dir experiments/lr_test --param learning_rate=0.01 --param num_epochs=3
 """
 
 import argparse

@@ -1,21 +1,10 @@
 """Benchmark the template's speed on this machine, against what a user would otherwise write.
 
-Everything runs from this one process on a generated dataset of 64x64 JPEGs, so the figures
-compare like with like. Each throughput is the median of --repeats timed epochs, after a
-warm-up epoch (which compiles the steps and fills the cache); the epochs of figures that are
-compared are interleaved, so a slow moment of a shared machine hits them alike. Prints one
-table, marking each figure that misses its target; --json PATH also saves it.
-
-  1. training throughput of the template's real path (input_fn from JPEG files, model_fn's
-     network, training.py's epoch loop) against Keras model.fit on in-memory NumPy arrays;
-  2. input_fn alone against training, and training from files against in-memory tensors;
-  3. the fraction of the machine's float32 matmul rate that the training step reaches;
-  4. evaluation throughput of evaluate.py's path;
-  5. build_dataset.py on large photos against a plain sequential Pillow loop;
-  6. scaling: train.py's epoch time and peak memory at 1x, 2x and 4x the dataset, for each
-     `cache` setting;
-  7. start-up: seconds from `python train.py` to the end of its first training step;
-  and the speed-up (below 1: slow-down) of the `jit_compile` and `mixed_precision` knobs.
+Times training, the input pipeline, evaluation, build_dataset.py, scaling with the data and
+start-up on a generated dataset of 64x64 JPEGs (the figures: docs/performance.md). Each
+throughput is the median of --repeats epochs after a warm-up; compared figures run their epochs
+in turn, so a slow moment of a shared machine hits them alike. Prints one table, marking each
+figure that misses its target.
 
 Example:
     python benchmarks/benchmark.py --json benchmark.json
@@ -78,8 +67,7 @@ def median_seconds(run, repeats):
 
 
 def interleaved_median_seconds(runs, repeats):
-    """{name: median seconds} of each function in `runs`, timed in turn `repeats` times each,
-    after one warm-up call of each."""
+    """{name: median seconds} of each function in `runs`, timed in turn `repeats` times after a warm-up."""
     times = {name: [] for name in runs}
     for round in range(repeats + 1):
         for name, run in runs.items():
@@ -119,8 +107,7 @@ def keras_fit(params, images, labels):
 
 
 def in_memory_dataset(params, images, labels, options):
-    """The training pipeline of input_fn, with its tf.data options, but from decoded tensors
-    instead of JPEG files."""
+    """The training pipeline of input_fn, with its tf.data options, but from decoded tensors, not files."""
     dataset = tf.data.Dataset.from_tensor_slices((images, np.array(labels, np.int32)))
     dataset = dataset.shuffle(len(labels)).map(lambda x, y: augment(x, y, params), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(params.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -191,8 +178,7 @@ def main():
         files, labels, images = make_dataset(Path(tmp) / "data", args.num_images)
         n = len(files)
 
-        # 1. The template's training path against Keras model.fit, and 2. against training
-        # from in-memory tensors
+        # 1. The template's training path against Keras model.fit, and 2. against in-memory tensors
         files_dataset = input_fn(True, files, labels, params)
         memory_dataset = in_memory_dataset(params, images, labels, files_dataset.options())
         seconds = interleaved_median_seconds(
@@ -209,7 +195,7 @@ def main():
         figures["files_vs_memory_ratio"] = seconds["memory"] / seconds["files"]
 
         # 2. The input pipeline alone
-        pipeline_s = median_seconds(lambda: [batch for batch in files_dataset], args.repeats)
+        pipeline_s = median_seconds(lambda: list(files_dataset), args.repeats)
         figures["pipeline_images_per_s"] = n / pipeline_s
         figures["pipeline_ratio_vs_training"] = seconds["files"] / pipeline_s
 

@@ -56,11 +56,8 @@ def scaling(folder, num_images, dev_files):
 
 
 def run_measuring_memory(command):
-    """Runs a command to its end; returns its peak resident memory in MB (Linux only).
-
-    The kernel's high-water mark of a process, VmHWM, is read while it runs: a child's own
-    ru_maxrss would start at its parent's, which is this large benchmark.
-    """
+    """Runs a command to its end; returns its peak resident memory in MB (Linux only): the kernel's
+    high-water mark, VmHWM, read while it runs (a child's ru_maxrss would start at this large parent's)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak_kb = 0
     while process.poll() is None:

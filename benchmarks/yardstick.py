@@ -1,13 +1,8 @@
 """Accuracy yardstick: does the template cost you anything on your data, against a plain Keras fit?
 
-Builds DATA_DIR with build_dataset.py (class folders or SIGNS; a folder that build_dataset.py
-already wrote is used as it is), then, for each seed, trains on the same train/dev/test files:
-  - the template: train.py on a copy of --experiment's params.json, then evaluate.py on test
-    with its best weights;
-  - a plain Keras fit of the same network (model_fn's builder and optimizer): the images in
-    NumPy arrays, model.compile + model.fit with the same epochs and batch size, no
-    augmentation, and the test accuracy of the epoch with the best dev accuracy.
-Prints the mean and range of dev and test accuracy and the wall time of each, over the seeds.
+Builds DATA_DIR with build_dataset.py (unless build_dataset.py wrote it), then, for each seed,
+trains the template (train.py, then evaluate.py) and a plain Keras model.fit of the same network
+on the same files, and prints the mean and range of their accuracies (docs/performance.md).
 
 Example:
     python benchmarks/yardstick.py --data_dir data/my_photos --seeds 3

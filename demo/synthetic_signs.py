@@ -1,15 +1,9 @@
-"""Generate a synthetic stand-in for the SIGNS dataset (hands showing 0 to 5 fingers).
+"""Draw a synthetic stand-in for the SIGNS dataset (hands showing 0 to 5 fingers), which cannot be shipped.
 
-The real SIGNS photos (a hand raising 0 to 5 fingers in front of a white wall) cannot be
-shipped, so this module draws look-alikes: a hand with `label` fingers raised and the rest
-folded into knuckle bumps, on a cluttered background. Position, rotation, size, skin tone,
-skin-coloured clutter, lighting, blur, noise and JPEG quality vary from image to image, so the
-label can only be read from the fingers: a linear model on raw pixels stays weak, while the
-base CNN learns the task in a few epochs.
-
-The files follow the raw SIGNS layout that build_dataset.py expects:
-    data_dir/train_signs/{label}_IMG_{id}.jpg
-    data_dir/test_signs/{label}_IMG_{id}.jpg
+Each hand raises `label` fingers, the rest folded into knuckle bumps, on a cluttered background.
+Pose, size, skin tone, clutter, lighting, blur, noise and JPEG quality vary, so that the label
+can only be read from the fingers. The files follow the raw SIGNS layout of build_dataset.py:
+data_dir/{train,test}_signs/{label}_IMG_{id}.jpg
 """
 
 import os
@@ -23,9 +17,8 @@ from model.utils.images import worker_pool
 
 NUM_CLASSES = 6
 SUPERSAMPLE = 2  # draw at 2x and shrink, which antialiases the edges
-# How much the pose varies. Wider ranges (say +/-35 degrees, or the hand
-# anywhere in the frame) make 3,000 images too few for the base model to
-# reach 90% test accuracy in 10 epochs.
+# How much the pose varies. Wider ranges (say +/-35 degrees, or the hand anywhere in the frame)
+# make 3,000 images too few for the base model to reach 90% test accuracy in 10 epochs.
 ROTATION_DEGREES = 18  # hand tilts uniformly within +/- this angle
 SCALE_RANGE = (0.82, 1.18)  # overall hand size
 POSITION_JITTER = 0.3  # 0 = hand centred, 1 = anywhere it fits
@@ -51,8 +44,7 @@ SKIN_TONES = np.array(
 )
 
 FINGER_NAMES = ("thumb", "index", "middle", "ring", "pinky")
-# Which fingers people raise for each count: the usual way first, then a
-# less common way (starting the count with the thumb).
+# Which fingers people raise for each count: the usual way first, then a less common way (from the thumb).
 USUAL_FINGERS = {
     0: ((),),
     1: (("index",), ("thumb",)),
@@ -61,8 +53,8 @@ USUAL_FINGERS = {
     4: (("index", "middle", "ring", "pinky"), ("thumb", "index", "middle", "ring")),
     5: (FINGER_NAMES,),
 }
-# Each finger's place along the top of the palm, counted in FINGER_SPACING
-# steps from the palm's centre line, and its length relative to the middle finger.
+# Each finger's place along the top of the palm, counted in FINGER_SPACING steps from the palm's
+# centre line, and its length relative to the middle finger.
 FINGER_SPACING = 0.2
 FINGER_SLOTS = {"index": (-1.5, 0.92), "middle": (-0.5, 1.0), "ring": (0.5, 0.93), "pinky": (1.5, 0.75)}
 
@@ -102,10 +94,8 @@ def draw_background(rng, size, skin):
         colour = as_rgb(base + rng.normal(0, 30, size=3))
         x0, y0 = rng.uniform(-0.1, 1.0, size=2) * size
         width, height = rng.uniform(0.05, 0.35, size=2) * size
-        if rng.random() < 0.5:
-            draw.ellipse([x0, y0, x0 + width, y0 + height], fill=colour)
-        else:
-            draw.rectangle([x0, y0, x0 + width, y0 + height], fill=colour)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x0 + width, y0 + height], fill=colour)
     return image
 
 
@@ -132,8 +122,7 @@ class HandPose:
 
 
 def draw_capsule(draw, pose, start, end, width, fill, edge):
-    """A finger-like stroke with rounded ends, with a thin darker rim so that
-    fingers lying over the palm stay visible."""
+    """A finger-like stroke with rounded ends, with a thin darker rim so that fingers over the palm show."""
     (x0, y0), (x1, y1) = pose.to_pixels([start, end])
     for colour, pixels in ((edge, (width + EDGE_WIDTH) * pose.palm_width), (fill, width * pose.palm_width)):
         radius = pixels / 2
@@ -246,8 +235,7 @@ def draw_sign(label, rng, image_size=256):
 
 def _draw_and_save(task):
     index, label, path, seed, image_size = task
-    # Each image has its own random stream, so the output does not depend on
-    # how the work is split between processes.
+    # Each image has its own random stream, so the output does not depend on how the work is split.
     rng = np.random.default_rng([seed, index])
     image = draw_sign(label, rng, image_size)
     partial = path.with_name(f".{path.name}.part")
@@ -267,11 +255,8 @@ def split_labels(num_images, seed, test_fraction):
 
 
 def generate_signs(data_dir, num_images, seed=230, image_size=256, test_fraction=0.1, workers=None):
-    """Write `num_images` synthetic SIGNS photos under data_dir.
-
-    Returns a dict {"train_signs": n_train, "test_signs": n_test}.
-    The same seed always gives byte-identical files, whatever `workers` is.
-    """
+    """Writes `num_images` synthetic SIGNS photos under data_dir; returns {"train_signs": n_train,
+    "test_signs": n_test}. The same seed always gives byte-identical files, whatever `workers` is."""
     labels, is_test = split_labels(num_images, seed, test_fraction)
     folders = {split: Path(data_dir) / split for split in ("train_signs", "test_signs")}
     for folder in folders.values():

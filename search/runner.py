@@ -1,9 +1,6 @@
-"""Running a search: one folder and one train.py subprocess per trial, `jobs` trials at a time.
-
-The same runner serves every sampler: a sampler hands out trials (`next`) and hears how each
-ended (`tell`). A trial is an ordinary experiment folder (a full params.json) trained by an
-ordinary train.py, so resuming, synthesize_results.py and TensorBoard work on trials unchanged.
-"""
+"""Running a search: one folder and one train.py subprocess per trial, `jobs` trials at a time. Every
+sampler hands out trials (`next`) and hears how each ended (`tell`). A trial is an ordinary experiment
+folder trained by train.py, so resuming, synthesize_results.py and TensorBoard work on trials unchanged."""
 
 import logging
 import os
@@ -47,12 +44,9 @@ def prepare_trial(trial_dir, base_params, values):
 
 
 def run_search(sampler, base_params, train_command, jobs, threads):
-    """Runs the sampler's trials, `jobs` at a time, until it has none left.
-
-    base_params is the search's params.json; each trial's folder gets it with the trial's values.
-    train_command is the command that trains a trial, without --model_dir (given per trial).
-    Ctrl-C or SIGTERM stops the running trials (they resume when the search runs again).
-    """
+    """Runs the sampler's trials, `jobs` at a time, until it has none left: each in a folder with
+    base_params and the trial's values, trained by train_command with --model_dir that folder.
+    Ctrl-C or SIGTERM stops the running trials (they resume when the search runs again)."""
     lock = threading.Lock()  # one thread at a time asks the sampler for a trial
     progress = tqdm(total=sampler.total, initial=sampler.done, desc="Trials", unit="trial")
 
@@ -67,15 +61,10 @@ def run_search(sampler, base_params, train_command, jobs, threads):
             except UserError:  # a folder in the way: the trial runs once the user has moved it
                 sampler.tell(trial, None, [])
                 raise
-            command = [
-                *train_command,
-                "--model_dir",
-                str(trial.folder),
-                "--restore_from",
-                str(trial.folder / "last_weights"),
-            ]
-            returncode, reason = run_trial(command, trial.folder, threads, trial.watch)
-            if returncode == 0 and run_status(trial.folder) not in ("finished", "stopped early"):
+            folder = trial.folder
+            command = [*train_command, "--model_dir", str(folder), "--restore_from", str(folder / "last_weights")]
+            returncode, reason = run_trial(command, folder, threads, trial.watch)
+            if returncode == 0 and run_status(folder) not in ("finished", "stopped early"):
                 returncode, reason = 1, ["exited 0, but its run.json does not say it trained: check --launcher"]
             sampler.tell(trial, returncode, reason)
             progress.update()
@@ -104,10 +93,7 @@ def stop_trials():
 
 def run_trial(command, trial_dir, threads, watch=None):
     """Runs one trial to the end; returns its exit status and why it failed (lines of its output).
-
-    `watch`, if given, is called about once a second while the trial runs; when it returns
-    True, the trial is asked to stop (SIGTERM: train.py stops cleanly between two steps).
-    """
+    When `watch` returns True, the trial is asked to stop (SIGTERM: train.py stops between two steps)."""
     # Share the cores between concurrent trials instead of letting each one take them all.
     env = {
         **os.environ,

@@ -65,16 +65,15 @@ DISTRIBUTIONS = {
 
 
 def load_search_space(parent_dir, model_version):
-    """PARENT_DIR/search.json, checked: {key: [values]} or {key: {"distribution": ...}}.
-
-    Returns it with every list written as a "choice" distribution, and whether it is a grid (only lists).
-    """
+    """PARENT_DIR/search.json, checked ({key: [values]} or {key: {"distribution": ...}}), with every
+    list written as a "choice" distribution; and whether it is a grid (only lists)."""
     path = Path(parent_dir) / "search.json"
     if not path.is_file():
         raise UserError(f"No search space: {path} is missing. Create it next to params.json.\n{EXAMPLE}")
     space = load_json(path)
     if not space:
         raise UserError(f"{path} is empty: name at least one hyperparameter to search.\n{EXAMPLE}")
+    grid = all(isinstance(spec, list) for spec in space.values())
     _, hyperparameters = declared(model_version)
     versions = space["model_version"] if isinstance(space.get("model_version"), list) else [model_version]
     used = {key for version in versions if isinstance(version, str) for key in declared(version)[0]}
@@ -88,17 +87,14 @@ def load_search_space(parent_dir, model_version):
             )
         if isinstance(spec, list) and not spec:
             raise UserError(f"{path}: the list of values for '{key}' is empty.\n{EXAMPLE}")
-        spec = {"distribution": "choice", "values": spec} if isinstance(spec, list) else spec
+        spec = space[key] = {"distribution": "choice", "values": spec} if isinstance(spec, list) else spec
         if not valid(spec):
             raise UserError(f"{path}: '{key}' must be a list of values or a valid distribution, not {spec}.\n{EXAMPLE}")
         # The bounds, and a draw: a float distribution cannot feed a whole-number hyperparameter
         draw = DISTRIBUTIONS[spec["distribution"]].sample(spec, random.Random(0))
         for value in spec.get("values", [spec.get("low"), spec.get("high"), draw]):
             hyperparameters[key].check(key, value, path)
-    grid = all(isinstance(spec, list) for spec in space.values())
-    return {
-        key: {"distribution": "choice", "values": s} if isinstance(s, list) else s for key, s in space.items()
-    }, grid
+    return space, grid
 
 
 def valid(spec):
@@ -140,9 +136,8 @@ def suggest(trial, space):
 def trial_name(values):
     """{'learning_rate': 0.001, 'batch_size': 64} -> 'learning_rate_0.001-batch_size_64'."""
     name = "-".join(f"{key}_{json.dumps(value)}" for key, value in values.items()).replace('"', "")
-    # Only characters that are safe in a folder name on every OS, in a name short enough for any
-    # file system. A name that had to lose more than quotes gets a digest of the values, so that
-    # two trials never share a folder.
+    # Only characters safe in a folder name on every OS, in a name short enough for any file system. A
+    # name that had to lose more than quotes gets a digest of the values: two trials never share a folder.
     safe = re.sub(r"[^A-Za-z0-9._-]", "", name)
     if safe != name or len(safe) > MAX_NAME:
         safe = f"{safe[:MAX_NAME]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

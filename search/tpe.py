@@ -1,15 +1,10 @@
 """Model-based search with Optuna: TPE chooses each trial from the earlier ones, a pruner stops bad ones.
 
 Optuna is optional (requirements-search.txt): only `search_hyperparams.py --sampler tpe` and
-synthesize_results.py (for the studies it finds) import this file. While a trial trains, the
-search reads the dev metrics that train.py appends to its history.jsonl after each epoch and
-reports them to the study; when the pruner finds the trial behind the earlier ones at the same
-epoch, the search stops it (train.py exits cleanly) and records it as pruned in its trial.json.
-
-The study lives in a storage that every search process can share: by default the journal file
-PARENT_DIR/optuna_journal.log (safe for several processes, also on a shared file system), or a
-database URL. Running the search again, here or on other machines, continues the same study.
-"""
+synthesize_results.py import this file. While a trial trains, the search reports the dev metrics
+that train.py appends to its history.jsonl to the study, and stops the trial when the pruner finds
+it behind. The study lives in a storage that every search process can share (a journal file, safe
+on a shared file system, or a database): running the search again, anywhere, continues it."""
 
 import logging
 import time
@@ -34,9 +29,8 @@ except ImportError:
 
 # TPE draws its first trials at random, then near the best trials so far.
 RANDOM_STARTUP_TRIALS = 4
-# A running trial's search process records a heartbeat every HEARTBEAT_SECONDS. A trial silent
-# for STALE_SECONDS lost its search process (killed, or its machine died): it is queued again,
-# to resume from its last_weights, at most MAX_RETRIES times.
+# A running trial's search process records a heartbeat every HEARTBEAT_SECONDS; a trial silent for
+# STALE_SECONDS lost that process (killed, or its machine died): it is queued again, at most MAX_RETRIES times.
 HEARTBEAT_SECONDS = 10
 STALE_SECONDS = 60
 MAX_RETRIES = 2
@@ -81,7 +75,7 @@ class Study:
                 trial.set_user_attr("not_run", True)  # another search process took the last trial meanwhile
                 study.tell(trial, state=TrialState.FAIL)
                 return None
-            short = {key: float(f"{value:.4g}") if isinstance(value, float) else value for key, value in values.items()}
+            short = {key: four_digits(value) if isinstance(value, float) else value for key, value in values.items()}
             name = f"trial_{trial.number:03d}-{trial_name(short)}"
             trial.set_user_attr("trial_dir", name)
         watch = Watcher(trial, self.parent_dir / name / "history.jsonl", self.metric)
@@ -170,11 +164,8 @@ def used_trials(study):
 
 
 def requeue(study, number, died):
-    """Fails a trial that did not finish and queues a copy of it, which resumes its folder.
-
-    A trial whose search process died is queued again at most MAX_RETRIES times (it may be
-    what kills it); one that was interrupted, always.
-    """
+    """Fails a trial that did not finish and queues a copy of it, which resumes its folder: at most
+    MAX_RETRIES times if its search process died (the trial may be what kills it), always if interrupted."""
     try:
         study.tell(number, state=TrialState.FAIL)
     except (ValueError, RuntimeError):
@@ -201,9 +192,7 @@ class Watcher:
 
     def __init__(self, trial, history_path, metric):
         self.trial, self.history_path, self.metric = trial, history_path, metric
-        self.epochs_reported = 0
-        self.last_heartbeat = 0.0
-        self.pruned_at_epoch = None
+        self.epochs_reported, self.last_heartbeat, self.pruned_at_epoch = 0, 0.0, None
 
     def __call__(self):
         """True when the trial should stop."""

@@ -1,10 +1,6 @@
 """Saved weights: finding, saving, restoring and comparing checkpoints, and loading a trained model.
-
-A training checkpoint holds the model, the optimizer and the epoch counter, and is named after
-its epoch (ckpt-7). MODEL_DIR/last_weights keeps those of the last epochs, MODEL_DIR/best_weights
-the one of the best dev epoch. A kill -9 can leave a checkpoint half written: readers skip it for
-the newest one that reads whole, and the next save deletes it.
-"""
+A training checkpoint (model, optimizer, epoch counter) is named after its epoch (ckpt-7). A kill -9 can
+leave one half written: readers skip it for the newest that reads whole, and the next save deletes it."""
 
 import errno
 import logging
@@ -57,12 +53,9 @@ def prune(folder, newest, keep):
 
 
 def find(restore_from, model_dir):
-    """--restore_from as a checkpoint prefix (a str), or as the weights folders to take the newest from.
-
-    Takes a weights folder, a folder name inside model_dir (best_weights) or a prefix
-    (.../ckpt-3). A run's last_weights stands for both of its folders: a kill between the two
-    saves of an epoch can leave its newest checkpoint in best_weights.
-    """
+    """--restore_from (a weights folder, a folder name inside model_dir, or a prefix .../ckpt-3) as a prefix
+    (a str), or as the weights folders to take the newest from. A run's last_weights stands for both its
+    folders: a kill between the two saves of an epoch can leave its newest checkpoint in best_weights."""
     model_dir = Path(model_dir)
     for path in (Path(restore_from), model_dir / restore_from):
         own = path.resolve() == (model_dir / "last_weights").resolve()  # there even before the first save
@@ -79,13 +72,10 @@ def find(restore_from, model_dir):
 
 
 def restore(checkpoint, source, partial=False, check=None):
-    """Restores `checkpoint` from `source` (a prefix, or folders: their newest readable checkpoint).
-
-    Returns the prefix restored, or None if the folders hold none. An unreadable checkpoint of
-    a folder is skipped with a warning (also one that a run still training deletes while it is
-    read); `check(prefix)` may refuse one. `partial`: the checkpoint may hold more than
-    `checkpoint`, as a training checkpoint holds more than the model alone.
-    """
+    """Restores `checkpoint` from `source` (a prefix, or folders: their newest readable checkpoint); returns
+    the prefix restored, or None if the folders hold none. An unreadable checkpoint of a folder is skipped
+    with a warning (also one that a run still training deletes while it is read); `check(prefix)` may
+    refuse one. `partial`: the checkpoint may hold more than `checkpoint` (a training one holds the optimizer too)."""
     tried = set()
     while candidates := [source] if isinstance(source, str) else [p for p in checkpoints_in(*source) if p not in tried]:
         prefix = candidates[0]
@@ -125,12 +115,9 @@ def load_trained_model(model_dir, restore_from="best_weights"):
 
 
 def resume(checkpoint, model_dir, restore_from, check):
-    """Restores the checkpoint a run continues from, and makes the run's files agree with it.
-
-    Returns the dev metrics of each epoch done ({epoch: metrics}) and the best_weights' epoch.
-    The history of epochs written before a kill but missing from the checkpoint is dropped (the
-    run redoes them), and the metrics files are rewritten from what is left.
-    """
+    """Restores the checkpoint a run continues from, and makes the run's files agree with it: the
+    epochs of the history missing from the checkpoint (written before a kill) are dropped, for the
+    run to redo, and the metrics files rewritten. Returns {epoch: dev metrics} and the best epoch."""
     source = find(restore_from, model_dir) if restore_from else None
     prefix = restore(checkpoint, source, check=check) if restore_from else None
     if restore_from and prefix is None and Path(source[0]).resolve() != (model_dir / "last_weights").resolve():
@@ -164,11 +151,8 @@ def dev_metrics(record):
 
 
 def save_epoch(model_dir, record, managers, is_best):
-    """Saves an epoch: its history record, then best_weights if it is the best, then last_weights.
-
-    In this order, a kill at any point leaves the newest checkpoint in last_weights or
-    best_weights, and a history that resume() trims to it.
-    """
+    """Saves an epoch: its history record, then best_weights if it is the best, then last_weights, so that a
+    kill at any point leaves the newest checkpoint in one of them, and a history that resume() trims to it."""
     epoch = record["epoch"]
     try:
         append_json_line(record, model_dir / "history.jsonl")
@@ -187,7 +171,9 @@ def save_epoch(model_dir, record, managers, is_best):
 
 def compare_with_network(prefix, network):
     """Stops with a clear message when the network saved in a checkpoint is not `network`."""
-    saved, current = saved_network(prefix), current_network(network)
+    saved = saved_network(prefix)
+    with tempfile.TemporaryDirectory() as folder:  # the network's variables, named as a checkpoint names them
+        current = saved_network(tf.train.Checkpoint(model=network).write(f"{folder}/ckpt"))
     differences = [
         f"{name} is {saved.get(name, 'absent')} in the weights but {current.get(name, 'absent')} in the network"
         for name in sorted(saved.keys() | current.keys(), key=lambda name: (int(name.split()[1]), name))
@@ -213,11 +199,8 @@ def saved_network(prefix):
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
 
     def child(node, name):  # the id of a node's child called `name`, or None (a checkpoint of something else)
-        return (
-            None
-            if node is None
-            else next((c.node_id for c in graph.nodes[node].children if c.local_name == name), None)
-        )
+        children = graph.nodes[node].children if node is not None else []
+        return next((c.node_id for c in children if c.local_name == name), None)
 
     operations = child(child(0, "model"), "_operations")
     return {
@@ -227,9 +210,3 @@ def saved_network(prefix):
         for value in graph.nodes[attribute.node_id].attributes
         if value.name == "VARIABLE_VALUE"  # Keras 3 stores the kernel as _kernel: the "_" goes
     }
-
-
-def current_network(network):
-    """{'layer 5 kernel': shape} for each variable of a network, as a checkpoint names it."""
-    with tempfile.TemporaryDirectory() as folder:
-        return saved_network(tf.train.Checkpoint(model=network).write(f"{folder}/ckpt"))

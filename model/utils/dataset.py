@@ -43,9 +43,8 @@ def label_from_filename(path):
 
 
 def check_split(filenames, labels, params, split):
-    """Stops on images of another size than image_size, or labels outside 0..num_labels - 1 (one
-    rule: num_labels is one more than the largest label); returns a warning for each class
-    without train images, which is allowed."""
+    """Stops on images of another size than image_size, or labels outside 0..num_labels - 1 (num_labels is
+    one more than the largest label); returns a warning for each class without train images (allowed)."""
     for filename in filenames:
         try:
             image = Image.open(filename)  # reads the file's header only

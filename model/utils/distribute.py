@@ -1,8 +1,6 @@
-"""Where training runs: one device, all GPUs of this machine, or several machines.
-
-The `distribution` hyperparameter picks a tf.distribute strategy; the training loop runs the
-same under each. `batch_size` is the global batch: each step splits it over the replicas.
-"""
+"""Where training runs: one device, all GPUs of this machine, or several machines. The `distribution`
+hyperparameter picks a tf.distribute strategy; the training loop runs the same under each.
+`batch_size` is the global batch: each step splits it over the replicas."""
 
 import json
 import os

@@ -29,10 +29,8 @@ WRONG_PATH = {
 
 def run_main(main, argv=None):
     """Calls `main(argv)` (None: the command line's); a UserError, a full disk, a forbidden file or
-    a path of the wrong kind becomes one message and exit status 2.
-
-    SIGTERM (from `kill`, job schedulers and pre-emption) stops a script as Ctrl-C does.
-    """
+    a path of the wrong kind becomes one message and exit status 2. SIGTERM (from `kill`, job
+    schedulers and pre-emption) stops a script as Ctrl-C does."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         for arg in sys.argv[1:] if argv is None else argv:

@@ -1,18 +1,16 @@
 """The files the template reads and writes, through three primitives that every script uses:
+open_regular (a regular file only, never through a link: a pipe or device would hang the script),
+write_text_atomic (an output whole or not at all) and lock_folder (one writer per folder)."""
 
-- open_regular opens a file to read or append only if it is a regular file (never through a
-  link; a pipe or a device left in its place is refused at once instead of hanging the script);
-- write_text_atomic writes an output whole or not at all, and replaces only a regular file;
-- lock_folder lets one process at a time write into a folder.
-"""
-
+import csv
 import errno
+import io
 import json
 import os
 import secrets
 import stat
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from model.utils.errors import NOT_WRITABLE, UserError
@@ -52,13 +50,16 @@ def save_json(values, path):
     write_text_atomic(json.dumps(values, indent=4, default=_to_builtin) + "\n", path)
 
 
-def write_text_atomic(text, path):
-    """Writes a text (or, given bytes, binary) file so that it holds either the old or the new
-    content, never half of it.
+def save_csv(rows, path):
+    """Saves rows of cells as a CSV file, atomically."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    write_text_atomic(text.getvalue(), path)
 
-    The text goes to a temporary file next to the target, then a rename puts it in place (atomic
-    on one file system). A kill -9 in between leaves `.NAME.*.tmp`, which the next run deletes.
-    """
+
+def write_text_atomic(text, path):
+    """Writes a text (or bytes) file whole or not at all: into a temporary file beside it, renamed into
+    place (atomic on one file system). A kill -9 in between leaves `.NAME.*.tmp`, for the next run to delete."""
     path = Path(path)
     check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,12 +168,9 @@ def read_json_lines(path):
     except FileNotFoundError:
         return []
     records = []
-    for line in lines:
-        try:
-            if line.endswith("\n") and line.strip():
-                records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line a full disk cut short, then continued by a later run
-            continue
+    for line in (line for line in lines if line.endswith("\n") and line.strip()):
+        with suppress(json.JSONDecodeError):  # a line a full disk cut short, then continued by a later run
+            records.append(json.loads(line))
     return records
 
 

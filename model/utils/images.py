@@ -1,9 +1,6 @@
 """Reading image files with Pillow: any format, colour mode, bit depth, size and EXIF orientation.
-
-build_dataset.py reads a dataset with it and predict.py new images, so that a model sees new
-photos as it saw its data; the exported SavedModel follows the same rules (export.py). No
-TensorFlow here: build_dataset.py starts fast.
-"""
+build_dataset.py reads a dataset with it and predict.py new images, so that a model sees new photos as
+it saw its data (the SavedModel follows the same rules). No TensorFlow here: build_dataset.py starts fast."""
 
 import multiprocessing
 import signal
@@ -55,12 +52,10 @@ def square(image, mode):
 
 def to_rgb(image, file_format=None):
     """Any Pillow image as 8-bit RGB, by the rules the SavedModel follows too:
-
     - 16-bit and 32-bit integer pixels (modes I;16, I) keep their high byte, 0-65535 -> 0-255, as
       TensorFlow's PNG decoder does; floating-point pixels (mode F) are read as 0-1 -> 0-255.
     - Transparent pixels are composited onto white, except in GIF and BMP files, whose
-      transparency TensorFlow's decoders cannot read: there it is ignored, as in TensorFlow.
-    """
+      transparency TensorFlow's decoders cannot read: there it is ignored, as in TensorFlow."""
     if image.mode.startswith("I"):
         image = Image.fromarray((np.clip(np.asarray(image), 0, 65535) >> 8).astype(np.uint8))
     elif image.mode == "F":

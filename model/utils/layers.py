@@ -8,12 +8,9 @@ keras = tf.keras
 
 @keras.utils.register_keras_serializable(package="template")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras' BatchNormalization, computed by TensorFlow's fused kernel.
-
-    The fused kernel normalizes in one pass over the activations where Keras' own takes
-    several: base_model trains about 30% faster on a CPU (benchmarks/benchmark.py). The
-    weights, and so the checkpoints, are Keras' own.
-    """
+    """Keras' BatchNormalization, computed by TensorFlow's fused kernel, which normalizes in one pass
+    over the activations where Keras' own takes several: base_model trains about 30% faster on a CPU
+    (benchmarks/benchmark.py). The weights, and so the checkpoints, are Keras' own."""
 
     def call(self, inputs, training=False):
         # The kernel takes images, [batch, height, width, channels]: a dense layer's

@@ -36,11 +36,9 @@ class LogFileHandler(logging.FileHandler):
 
 
 def set_logger(log_path, required=True):
-    """Sends INFO logs to the console and to `log_path`, such as MODEL_DIR/train.log.
-
-    Calling it twice replaces the handlers. A log that cannot be written (a read-only folder)
-    is an error if `required`, else a warning, and the console alone gets the logs.
-    """
+    """Sends INFO logs to the console and to `log_path`, such as MODEL_DIR/train.log, replacing earlier
+    handlers. A log that cannot be written (a read-only folder) is an error if `required`, else a
+    warning, and the console alone gets the logs."""
     logger = logging.getLogger()
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):

@@ -1,10 +1,6 @@
-"""Hyperparameters: what params.json may hold, checked before anything runs.
-
-Each is declared once, with its default and valid values: those the machinery reads in COMMON
-below; the model's own above the function that reads them, with @network (a network's) or
-@hyperparameters (the loss's, the optimizer's, the augmentation's).
-params.json may leave out any but num_labels; a key declared nowhere is refused by name.
-"""
+"""Hyperparameters: what params.json may hold, checked before anything runs. Each is declared once,
+with its default and valid values: the machinery's in COMMON below, the model's own above the function
+that reads them (@network, @hyperparameters). A key declared nowhere is refused by name."""
 
 import difflib
 import json
@@ -66,8 +62,7 @@ MAX_IMAGE_SIZE = 4096
 # Metrics where lower is better (best_weights, searches and results tables minimise them)
 LOWER_IS_BETTER = ("loss",)
 
-# The hyperparameters the machinery reads, whatever the network. The model's own (the loss's, the
-# optimizer's, the augmentation's, each network's) are declared beside the code that reads them.
+# The hyperparameters the machinery reads, whatever the network (the model's own are beside its code)
 COMMON = {
     "model_version": Hyperparameter(
         "base_model", "the name of a network of model/model_fn.py", lambda v: v in NETWORKS
@@ -205,15 +200,13 @@ def load_params(model_dir, overrides=(), filename="params.json"):
     )
     if not (model_dir / filename).is_file():
         raise UserError(f"No {filename} in {model_dir}. Copy one from experiments/base_model and edit it.")
-    params = Params(model_dir / filename)
+    params, known = Params(model_dir / filename), declared(None)[1]
     for override in overrides:
         key, has_value, text = override.partition("=")
         if not has_value:
             raise UserError(f"--param {override}: expected KEY=VALUE, such as --param learning_rate=0.01.")
-        if key not in declared(None)[1]:
-            raise UserError(
-                f"--param {override}: '{key}' is not a hyperparameter. {did_you_mean(key, declared(None)[1])}"
-            )
+        if key not in known:
+            raise UserError(f"--param {override}: '{key}' is not a hyperparameter. {did_you_mean(key, known)}")
         try:
             params.dict[key] = json.loads(text)
         except json.JSONDecodeError:

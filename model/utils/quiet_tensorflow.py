@@ -2,8 +2,7 @@
 
 TensorFlow prints oneDNN and CUDA notices to the stderr file descriptor before its own logging
 is set up, where TF_CPP_MIN_LOG_LEVEL cannot reach them: stderr points at /dev/null while
-TensorFlow loads and looks for devices. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything. Ctrl-C
-during those seconds ends the script as it does later: "Interrupted.", no traceback.
+TensorFlow loads and looks for devices. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
 """
 
 import logging
@@ -23,7 +22,7 @@ try:
     # INFO level, which would mix into the run's own log.
     tf.get_logger().setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
-except KeyboardInterrupt:
+except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads ends the script as it would later: no traceback
     os.dup2(saved_stderr, 2)
     print("Interrupted.", file=sys.stderr)
     sys.exit(130)

@@ -63,10 +63,6 @@ def picture(confusion, class_names):
             shade = int(255 * (1 - shares[i, j]))
             box = (margin + j * CELL, top, margin + (j + 1) * CELL - 1, top + CELL - 1)
             draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
-            draw.text(
-                (box[0] + 6, top + CELL // 3),
-                str(int(confusion[i, j])),
-                font=font,
-                fill="white" if shares[i, j] > 0.5 else "black",
-            )
+            colour = "white" if shares[i, j] > 0.5 else "black"
+            draw.text((box[0] + 6, top + CELL // 3), str(int(confusion[i, j])), font=font, fill=colour)
     return image

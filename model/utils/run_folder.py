@@ -61,17 +61,13 @@ def remove(path):
 
 
 def prepare(model_dir, restore_from, overwrite):
-    """Before training: refuses to train over an earlier run's weights unless told to continue from
-    or replace them, and refuses outputs that are symbolic links (training would write through
-    them); deletes what a kill left (the temporary files of JSON writes)."""
+    """Before training: refuses an earlier run's weights unless told to continue from or replace them, and
+    outputs that are symbolic links (training would write through them); deletes what a kill left."""
     if overwrite:
         for path in outputs_in(model_dir):
             if path.name != ".lock":  # held by this run
                 remove(path)
-    elif (
-        list((model_dir / "last_weights").glob("ckpt-*")) + list((model_dir / "best_weights").glob("ckpt-*"))
-        and not restore_from
-    ):
+    elif not restore_from and outputs_in(model_dir, ("last_weights/ckpt-*", "best_weights/ckpt-*")):
         raise UserError(
             f"{model_dir} already holds weights from an earlier run. To continue it, add --restore_from "
             f"{model_dir / 'last_weights'}; to start again and delete them, add --overwrite; or use another model_dir."
@@ -114,10 +110,9 @@ def output_folder(strategy, model_dir):
 
 
 class RunRecord:
-    """Keeps MODEL_DIR/run.json: the command, host, versions, git commit, data and model, written
-    when the run starts (status "running", which a kill -9 leaves) and when it ends: "finished",
-    "stopped early" (with the reason), "interrupted", "diverged" or "failed". Earlier runs of the
-    folder are kept in "previous_runs"."""
+    """Keeps MODEL_DIR/run.json: the command, host, versions, git commit, data and model, written when the
+    run starts (status "running", which a kill -9 leaves) and when it ends: "finished", "stopped early"
+    (with the reason), "interrupted", "diverged" or "failed". Earlier runs are kept in "previous_runs"."""
 
     def __init__(self, model_dir, data):
         self.path = Path(model_dir) / "run.json"

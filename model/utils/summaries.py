@@ -1,7 +1,6 @@
-"""TensorBoard: MODEL_DIR/train_summaries and eval_summaries hold the curves and images of
-training and of the dev evaluations; the event files in MODEL_DIR itself hold the run's
-hyperparameters and its best dev metrics (best_dev/...), and evaluate.py's results (test_best_weights/...),
-for the HParams dashboard, which lists every run with them."""
+"""TensorBoard: MODEL_DIR/train_summaries and eval_summaries hold the curves and images of training and
+dev; the event files in MODEL_DIR itself hold the run's hyperparameters, best dev metrics (best_dev/...)
+and evaluate.py's results (test_best_weights/...), for the HParams dashboard, which lists every run."""
 
 import json
 from pathlib import Path
@@ -14,9 +13,8 @@ from model.utils.run_folder import remove
 
 
 def write_hparams(model_dir, params):
-    """Records the run's hyperparameters for the HParams dashboard, replacing an earlier record
-    (and earlier results: the weights they belong to are being trained further); returns the
-    writer of the run's best dev metrics."""
+    """Records the run's hyperparameters for HParams, replacing an earlier record and its results (their
+    weights are being trained further); returns the writer of the run's best dev metrics."""
     for stale in Path(model_dir).glob("events.out.tfevents.*"):
         remove(stale)
     # HParams takes numbers, strings and booleans; anything else is shown as JSON text.

@@ -17,14 +17,15 @@ import random
 import re
 import shutil
 from collections import Counter, defaultdict
+from contextlib import suppress
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
 from model.utils.dataset import SPLITS, label_from_filename
-from model.utils.errors import UserError, run_main
-from model.utils.files import lock_folder, refuse_link, require_folder, save_json
+from model.utils.errors import UserError, check_utf8, run_main
+from model.utils.files import check_output, lock_folder, refuse_special, require_folder, save_json
 from model.utils.images import IMAGE_EXTENSIONS, RESIZE_MODES, UNREADABLE, read_rgb, square, worker_pool
 from model.utils.logs import set_logger
 from model.utils.params import MAX_IMAGE_SIZE
@@ -61,6 +62,8 @@ parser.add_argument(
 def image_files(folder, skipped):
     """The image files of a folder, sorted; files that are not regular (a pipe, a device) go to `skipped`."""
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    for path in paths:
+        check_utf8(str(path), "The file ")
     skipped += [f"{p}: not a regular file" for p in paths if not p.is_file()]
     return [p for p in paths if p.is_file()]
 
@@ -116,6 +119,10 @@ def read_dataset(data_dir, skipped):
             f"No images found in {data_dir}. Expected either DATA_DIR/train_signs/{{label}}_{{name}}.jpg "
             "(SIGNS layout) or one folder per class, DATA_DIR/<class name>/*.jpg (also .jpeg, .png, .bmp)."
         )
+    for name in class_names:
+        check_utf8(name, f"In {data_dir}, the class ")
+    if len(class_names) < 2:
+        raise UserError(f"{data_dir} holds 1 class ({class_names[0]}): a classifier needs images of 2 classes or more.")
     unused = [folder for folder in folders if given and folder not in given.values()]
     return {split: splits.get(split) for split in SPLITS}, class_names, unused
 
@@ -173,7 +180,7 @@ def build(splits, output_dir, size, resize, workers):
     tasks, building = [], {split: split_folders(output_dir, split)[-1] for split in splits}
     for split, items in splits.items():
         for folder in split_folders(output_dir, split):
-            refuse_link(folder)
+            refuse_special(folder, folder=True)
         shutil.rmtree(building[split], ignore_errors=True)  # what an earlier build killed left
         building[split].mkdir(parents=True)
         taken = set()
@@ -234,20 +241,29 @@ def main(argv=None):
     output_dir = Path(args.output_dir or f"data/{args.size}x{args.size}_{data_dir.name}")
     check_args(args, data_dir, output_dir)
 
-    # One build at a time writes into OUTPUT_DIR; a build that fails leaves no new folder behind
-    created = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with lock_folder(output_dir, "build_dataset.py"):
+    # One build at a time writes into OUTPUT_DIR; a build that fails leaves none of the folders it made
+    made = [folder for folder in output_dir.parents if not folder.exists()]
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):  # made by this build only if mkdir succeeds: another may race us
+        output_dir.mkdir()
+        made.insert(0, output_dir)
+    with lock_folder(output_dir, "build_dataset.py"):
+        try:
             set_logger(output_dir / "build_dataset.log")
             build_dataset(args, data_dir, output_dir)
-    except BaseException:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise
+        except BaseException:
+            if made and made[0] == output_dir:  # as the lock's holder: no other build is using it
+                shutil.rmtree(output_dir, ignore_errors=True)
+                for folder in made[1:]:
+                    with suppress(OSError):
+                        folder.rmdir()  # only if empty
+            raise
 
 
 def build_dataset(args, data_dir, output_dir):
+    for name in ("classes.json", "build.json"):  # the outputs, checked before the work
+        check_output(output_dir / name)
+
     # Draw the demo dataset first if asked, never over existing data
     if args.synthetic:
         if data_dir.exists() and any(data_dir.iterdir()):
@@ -270,6 +286,8 @@ def build_dataset(args, data_dir, output_dir):
                     f"Warning: the {split} split is empty: {fraction:.0%} of too few images per class rounds to "
                     f"none. Give more images, or a larger --{split}_fraction."
                 )
+    if not splits["train"]:
+        raise UserError("No train images are left once test and dev are set aside: add images, or lower the fractions.")
 
     # Resize and save, skipping (and listing) the files that cannot be read
     errors, warnings = build(splits, output_dir, args.size, args.resize, args.workers)

@@ -52,8 +52,14 @@ def main(argv=None):
     name = Path(args.restore_from).name if number(args.restore_from) is None else Path(args.restore_from).parent.name
     metrics_path = output_dir / f"metrics_{args.split}_{name}.json"
     picture_path = output_dir / f"confusion_matrix_{args.split}_{name}.png"
-    for path in (metrics_path, picture_path):
-        check_output(path)
+    try:
+        for path in (metrics_path, picture_path):
+            check_output(path)
+        writable = True
+    except OSError as error:  # a read-only MODEL_DIR: evaluate, and say the metrics are not saved
+        if error.errno not in NOT_WRITABLE or args.output_dir:
+            raise
+        writable = False
 
     # The network with its trained weights, and the hyperparameters it was trained with
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
@@ -78,18 +84,16 @@ def main(argv=None):
     logging.info(f"Per class, on the {args.split} split:\n{report.table(per_class, confusion)}")
 
     # Save them, named after the weights
-    picture = report.picture(confusion, class_names)
-    try:
-        save_json(results | {"per_class": per_class, "confusion_matrix": confusion}, metrics_path)
-        png = io.BytesIO()
-        picture.save(png, format="PNG")
-        write_text_atomic(png.getvalue(), picture_path)
-        summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture)
-        logging.info(f"Saved {metrics_path}, the confusion matrix as a PNG beside it, and TensorBoard summaries")
-    except OSError as error:
-        if error.errno not in NOT_WRITABLE or args.output_dir:
-            raise
+    if not writable:
         logging.warning(f"Warning: {output_dir} is not writable: metrics not saved (pass --output_dir to save them)")
+        return
+    picture = report.picture(confusion, class_names)
+    save_json(results | {"per_class": per_class, "confusion_matrix": confusion}, metrics_path)
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    write_text_atomic(png.getvalue(), picture_path)
+    summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture)
+    logging.info(f"Saved {metrics_path}, the confusion matrix as a PNG beside it, and TensorBoard summaries")
 
 
 if __name__ == "__main__":

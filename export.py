@@ -99,8 +99,6 @@ def write_saved_model(model, image_size, resize, class_names, path):
 def replace_atomically(write, destination):
     """Calls write(path) on a temporary path next to `destination`, then moves it into place,
     so that an interrupted export never leaves half a model where a whole one was."""
-    if not destination.is_dir() or destination.is_symlink():
-        check_output(destination)  # never through a link, never over a device or a pipe
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}.") as temporary:
         path = Path(temporary) / destination.name
         write(path)
@@ -113,9 +111,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     output_dir = Path(args.output_dir or model_dir / "export")
+    formats = args.format or ["saved_model", "keras"]
+
+    # Every output checked before the work: never through a link, never over anything but its own kind
+    set_logger(model_dir / "export.log", required=False)
+    check_output(output_dir, folder=True)
+    for name, folder in (("classes.json", False), ("saved_model", True), ("model.keras", False)):
+        check_output(output_dir / name, folder)
 
     # The network with its trained weights, behind the preprocessing and a softmax
-    set_logger(model_dir / "export.log", required=False)
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
     data_dir = args.data_dir or data_dir_of(model_dir)
     class_names, resize = load_class_names(data_dir, params.num_labels), resize_mode(data_dir)
@@ -125,13 +129,13 @@ def main(argv=None):
     # Write each format
     output_dir.mkdir(parents=True, exist_ok=True)
     save_json(dict(enumerate(class_names)), output_dir / "classes.json")
-    if "saved_model" in (args.format or ["saved_model"]):
+    if "saved_model" in formats:
         replace_atomically(
             lambda path: write_saved_model(model, params.image_size, resize, class_names, path),
             output_dir / "saved_model",
         )
         logging.info(f"Saved {output_dir / 'saved_model'} (signatures: serving_default for image files, serve_pixels)")
-    if "keras" in (args.format or ["keras"]):
+    if "keras" in formats:
         replace_atomically(model.save, output_dir / "model.keras")
         logging.info(f"Saved {output_dir / 'model.keras'}")
 

@@ -18,7 +18,7 @@ from model.evaluation import predict
 from model.input_fn import predict_input_fn
 from model.utils.checkpoints import load_trained_model
 from model.utils.dataset import load_class_names, resize_mode
-from model.utils.errors import UserError, run_main
+from model.utils.errors import UserError, check_utf8, run_main
 from model.utils.files import check_output, save_csv
 from model.utils.images import IMAGE_EXTENSIONS
 from model.utils.logs import set_logger
@@ -58,7 +58,9 @@ def list_images(paths):
             problem = "is not a regular file" if path.exists() else "does not exist"
             raise UserError(f"{path} {problem}. Give image files or folders of images.")
     for error in unreadable:
-        logging.warning(f"Warning: skipped the folder {error.filename}: {error.strerror}, so its images are left out")
+        logging.warning(f"Warning: skipped {error.filename}: {error.strerror}, so its images are left out")
+    for path in files:
+        check_utf8(str(path), "The file ")
     if not files:
         raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}.")
     return files, len(unreadable)

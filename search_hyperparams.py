@@ -19,7 +19,7 @@ from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model import input_fn, model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
-from model.utils.dataset import list_split
+from model.utils.dataset import check_split, list_split
 from model.utils.errors import UserError, run_main
 from model.utils.files import load_json
 from model.utils.logs import set_logger
@@ -96,7 +96,9 @@ def main(argv=None):
     if method == "tpe":
         from search.tpe import Study  # Optuna is optional: imported only when asked for
     for split in ("train", "dev"):  # the data every trial trains on, checked before the first starts
-        list_split(args.data_dir, split)
+        files = list_split(args.data_dir, split)
+        if not space.keys() & {"image_size", "num_labels"}:  # else each trial checks it with its own
+            check_split(*files, params, split)
 
     # Log to the console and to PARENT_DIR/search.log; a launcher that cannot start stops us here
     set_logger(parent_dir / "search.log")
@@ -113,14 +115,16 @@ def main(argv=None):
     run_search(sampler, load_json(parent_dir / "params.json"), train_command, args.jobs, threads)
     for line in sampler.summary():
         logging.info(line)
-    if args.evaluate:
-        evaluate_trials(parent_dir, [*launcher, sys.executable, str(Path(__file__).parent / "evaluate.py")])
-    if sampler.failed:
+    evaluations_failed = args.evaluate and evaluate_trials(
+        parent_dir, [*launcher, sys.executable, str(Path(__file__).parent / "evaluate.py")]
+    )
+    if sampler.failed or evaluations_failed:
         raise SystemExit(1)
 
 
 def evaluate_trials(parent_dir, evaluate_command):
-    """Evaluates on test each trial that finished training and has no test metrics yet."""
+    """Evaluates on test each trial that finished training and has no test metrics yet; returns how many failed."""
+    failed = 0
     for folder in sorted(path.parent for path in parent_dir.glob("*/run.json")):
         trained = run_status(folder) in ("finished", "stopped early")
         if not trained or (folder / "metrics_test_best_weights.json").exists():
@@ -130,6 +134,8 @@ def evaluate_trials(parent_dir, evaluate_command):
             logging.info(f"Evaluated {folder.name} on test")
         else:
             logging.error(f"Evaluating {folder.name} failed (exit {returncode}):\n    " + "\n    ".join(reason))
+            failed += 1
+    return failed
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def train_one_epoch(spec, train_step, dataset, epoch, params, writer, stop):
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"Training diverged: the loss became {loss} at epoch {epoch}, step {step}. Lower "
-                "learning_rate in params.json (try 10x smaller). best_weights still holds the best epoch."
+                "learning_rate in params.json (try 10x smaller); the epochs saved before are kept."
             )
         if batch == 0:
             summaries.write_images(writer, step, "input_images", local_values(spec.strategy, images)[:4])

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model.utils.errors import UserError
-from model.utils.files import load_json, open_regular, save_json
+from model.utils.files import load_json, open_regular, refuse_special, save_json
 from model.utils.run_folder import run_status
 
 # The trial processes running now, so that an interrupted search can stop them.
@@ -35,6 +35,7 @@ def prepare_trial(trial_dir, base_params, values):
     the one of an earlier trial."""
     params = {**base_params, **values}
     path = Path(trial_dir) / "params.json"
+    refuse_special(trial_dir, folder=True)  # a trial never trains through a link, into another folder
     if path.exists() and load_json(path) != params:
         raise UserError(
             f"{path} exists with other hyperparameters than this search gives it. "

@@ -80,20 +80,21 @@ def load_search_space(parent_dir, model_version):
     for key, spec in space.items():
         if key not in hyperparameters:
             raise UserError(f"{path}: '{key}' is not a hyperparameter. {did_you_mean(key, hyperparameters)}\n{EXAMPLE}")
-        if key not in used:
-            raise UserError(
-                f"{path}: '{key}' is not used by model_version {' or '.join(map(str, versions))}, so every trial "
-                "would train the same network. Remove it, or search model_version too."
-            )
         if isinstance(spec, list) and not spec:
             raise UserError(f"{path}: the list of values for '{key}' is empty.\n{EXAMPLE}")
         spec = space[key] = {"distribution": "choice", "values": spec} if isinstance(spec, list) else spec
         if not valid(spec):
             raise UserError(f"{path}: '{key}' must be a list of values or a valid distribution, not {spec}.\n{EXAMPLE}")
-        # The bounds, and a draw: a float distribution cannot feed a whole-number hyperparameter
-        draw = DISTRIBUTIONS[spec["distribution"]].sample(spec, random.Random(0))
-        for value in spec.get("values", [spec.get("low"), spec.get("high"), draw]):
+        for value in spec.get("values", [spec.get("low"), spec.get("high")]):
             hyperparameters[key].check(key, value, path)
+        whole = (hyperparameters[key].kind or type(hyperparameters[key].default)) is int
+        if DISTRIBUTIONS[spec["distribution"]].bounds is float and whole:
+            raise UserError(f"{path}: '{key}' takes whole numbers: give it \"int_uniform\", or a list.\n{EXAMPLE}")
+    for key in space.keys() - used:
+        raise UserError(
+            f"{path}: '{key}' is not used by model_version {' or '.join(map(str, versions))}, so every trial "
+            "would train the same network. Remove it, or search model_version too."
+        )
     return space, grid
 
 
@@ -102,6 +103,8 @@ def valid(spec):
     kind = DISTRIBUTIONS.get(spec.get("distribution")) if isinstance(spec, dict) else None
     if kind is None:
         return False
+    if set(spec) != ({"distribution", "values"} if kind.bounds is None else {"distribution", "low", "high"}):
+        return False  # a field missing, or one that would be ignored (a typo)
     if kind.bounds is None:
         return isinstance(spec.get("values"), list) and bool(spec["values"])
     low, high = spec.get("low"), spec.get("high")

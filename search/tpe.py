@@ -51,7 +51,6 @@ class Study:
         self.study = open_study(storage or parent_dir / JOURNAL_NAME, study_name, self.metric, pruner)
         requeue_stale_trials(self.study)
         self.done = min(sum(t.state.is_finished() for t in used_trials(self.study)), num_trials)
-        self.states = []
         logging.info(
             f"Study '{study_name}': {len(used_trials(self.study))} of {num_trials} trials run or running already"
         )
@@ -103,15 +102,14 @@ class Study:
             logging.error(
                 f"Trial {trial.number} ({trial.folder.name}) failed (exit {returncode}):\n    " + "\n    ".join(reason)
             )
-        self.states.append(record["state"])
         save_json(record, trial.folder / "trial.json")
 
     def summary(self):
         return describe(self.study, self.parent_dir)
 
     @property
-    def failed(self):
-        return self.states.count("failed")
+    def failed(self):  # this search's, and those of earlier ones: a study that failed never ends in success
+        return sum(trial.state == TrialState.FAIL for trial in used_trials(self.study))
 
 
 def open_study(storage, study_name, metric, pruner):

@@ -1,4 +1,4 @@
-"""build_dataset.py, run as a user runs it: splits, sizes, names, odd images and bad input."""
+"""build_dataset.py, run in the test's process: splits, sizes, names, odd images and bad input."""
 
 import json
 import shutil
@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import run_script, write_image, write_raw_signs, write_signs_split
+from conftest import run_in_process, write_image, write_raw_signs, write_signs_split
 from PIL import Image
 
 import build_dataset
@@ -16,7 +16,7 @@ RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
 
 def build(data_dir, output_dir, *args):
-    return run_script(
+    return run_in_process(
         "build_dataset.py",
         *("--data_dir", data_dir, "--output_dir", output_dir, "--size", 16, "--workers", 2, *args),
     )
@@ -206,6 +206,8 @@ def test_each_resize_mode_gives_the_expected_pixels(tmp_path, resize):
         (tmp_path / "DATA" / split / "striped").mkdir(parents=True)
         for i in range(5):
             striped_photo(tmp_path / "DATA" / split / "striped" / f"{i}.png")
+    (tmp_path / "DATA" / "train" / "other").mkdir()  # a classifier needs two classes
+    striped_photo(tmp_path / "DATA" / "train" / "other" / "0.png")
 
     result = build(tmp_path / "DATA", tmp_path / "out", *([] if resize == "squash" else ["--resize", resize]))
 

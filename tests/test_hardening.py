@@ -54,6 +54,7 @@ SPECIAL_FILES = {
     "socket": make_socket,
     "link": lambda path: path.symlink_to(path.parent / "elsewhere"),
     "folder": os.mkdir,
+    "file": lambda path: path.write_text("notes"),
 }
 # (script, its arguments, the output they name) for every kind of output a script opens
 OUTPUTS = {
@@ -66,15 +67,28 @@ OUTPUTS = {
         "out/build_dataset.log",
     ),
     "results.md": ("synthesize_results.py", ["--parent_dir", "{tmp}"], "results.md"),
+    "results.csv": ("synthesize_results.py", ["--parent_dir", "{tmp}"], "results.csv"),
+    "run.json": ("train.py", ["--model_dir", "{experiment}", "--data_dir", "{data}"], "experiment/run.json"),
+    "classes.json": ("build_dataset.py", ["--data_dir", "{raw}", "--output_dir", "{tmp}/out"], "out/classes.json"),
+    "model.keras": ("export.py", ["--model_dir", "{experiment}", "--output_dir", "{tmp}/out"], "out/model.keras"),
+}
+# The same for outputs that are folders, where a file is of the wrong kind too
+FOLDER_OUTPUTS = {
+    "export's folder": ("export.py", ["--model_dir", "{experiment}", "--output_dir", "{out}"], "exported"),
+    "saved_model": ("export.py", ["--model_dir", "{experiment}", "--output_dir", "{tmp}/out"], "out/saved_model"),
+    "a split": ("build_dataset.py", ["--data_dir", "{raw}", "--output_dir", "{tmp}/out"], "out/train"),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(SPECIAL_FILES))
-@pytest.mark.parametrize("output", sorted(OUTPUTS))
-def test_an_output_that_is_not_a_regular_file_is_refused_before_the_work_and_left_as_it_was(
+CASES = [(OUTPUTS[output], kind) for output in OUTPUTS for kind in SPECIAL_FILES if kind != "file"]
+CASES += [(FOLDER_OUTPUTS[output], kind) for output in FOLDER_OUTPUTS for kind in ("fifo", "socket", "link", "file")]
+
+
+@pytest.mark.parametrize("output, kind", CASES, ids=[f"{output[2]}-{kind}" for output, kind in CASES])
+def test_an_output_of_the_wrong_kind_is_refused_before_the_work_and_left_as_it_was(
     tmp_path, data, experiment, output, kind
 ):
-    script, args, name = OUTPUTS[output]
+    script, args, name = output
     raw = write_raw_signs(tmp_path / "SIGNS", num_train=12, num_test=6)
     (tmp_path / "out").mkdir()
     out = tmp_path / name
@@ -162,17 +176,30 @@ def only_test_signs(raw):
     (raw / "train_signs").rmdir()
 
 
+def one_class(raw):
+    for path in [*(raw / "train_signs").iterdir(), *(raw / "test_signs").iterdir()]:
+        if not path.name.startswith("0_"):
+            path.unlink()
+
+
 @pytest.mark.parametrize(
-    "make, words", [(huge_label, "below 1000000"), (only_test_signs, "no train split")], ids=["huge label", "no train"]
+    "make, args, words",
+    [
+        (huge_label, [], "below 1000000"),
+        (only_test_signs, [], "no train split"),
+        (one_class, [], "needs images of 2 classes"),
+        (lambda raw: None, ["--test_fraction", "0.9", "--dev_fraction", "0.9"], "No train images are left"),
+    ],
+    ids=["huge label", "no train", "one class", "nothing left to train"],
 )
-def test_a_build_that_fails_on_its_input_leaves_no_output_folder(tmp_path, make, words):
+def test_a_build_that_fails_on_its_input_leaves_none_of_the_folders_it_made(tmp_path, make, args, words):
     raw = write_raw_signs(tmp_path / "SIGNS", num_train=12, num_test=6)
     make(raw)
 
-    result = build(raw, tmp_path / "out")
+    result = build(raw, tmp_path / "new" / "out", *args)
 
     assert_user_error(result, words)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "new").exists()
 
 
 def test_any_name_and_any_split_size_builds_with_a_word_on_what_is_missing(tmp_path):
@@ -197,8 +224,9 @@ def test_any_name_and_any_split_size_builds_with_a_word_on_what_is_missing(tmp_p
         ({"cache": "/tmp/\ud800"}, "is not valid UTF-8"),
         ({"image_size": 100_000_000}, "image_size = 100000000 is not valid"),
         ({"num_labels": 10**20}, "from 2 to 1000000"),
+        ({"learning_rate": float("inf")}, "learning_rate = Infinity is not valid"),
     ],
-    ids=["lone surrogate", "huge image size", "huge num_labels"],
+    ids=["lone surrogate", "huge image size", "huge num_labels", "infinite learning rate"],
 )
 def test_params_json_values_are_refused_where_loaded(tmp_path, data, experiment, change, words):
     (experiment / "params.json").write_text(json.dumps(tiny_params(**change)))
@@ -248,13 +276,23 @@ def test_command_line_values_are_refused_before_anything_is_written(tmp_path, sc
     assert sorted(tmp_path.iterdir()) == before
 
 
-def test_a_build_json_that_build_dataset_never_writes_is_refused(data):
-    (data / "build.json").write_text(json.dumps({"size": "big", "resize": "zoom"}))
+@pytest.mark.parametrize("build_json", [{"size": "big", "resize": "zoom"}, {"size": -5}, {"size": True}])
+def test_a_build_json_that_build_dataset_never_writes_is_refused(data, build_json):
+    (data / "build.json").write_text(json.dumps(build_json))
     from model.utils.dataset import resize_mode
     from model.utils.errors import UserError
 
     with pytest.raises(UserError, match="build.json is not one that build_dataset.py writes"):
         resize_mode(data)
+
+
+def test_names_read_from_disk_that_are_not_utf8_are_refused(tmp_path, data, experiment):
+    (data / "classes.json").write_text('{"0": "\\ud800", "1": "b", "2": "c", "3": "d", "4": "e", "5": "f"}')
+    assert_user_error(run_in_process("train.py", "--model_dir", experiment, "--data_dir", data), "the class name")
+
+    (data / "classes.json").unlink()
+    (data / "train" / "0_IMG_train0.jpg").rename(os.fsdecode(bytes(data / "train") + b"/0_\xff.jpg"))
+    assert_user_error(run_in_process("train.py", "--model_dir", experiment, "--data_dir", data), "not valid UTF-8")
 
 
 def test_a_wrong_label_never_gets_a_suggestion_the_checks_refuse(tmp_path, data, experiment):
@@ -281,7 +319,11 @@ def search_folder(tmp_path, space, **params):
 @pytest.mark.parametrize(
     "space, args, words",
     [
-        ({"num_channels": {"distribution": "uniform", "low": 2, "high": 8}}, ["--dry_run"], "num_channels = "),
+        (
+            {"num_channels": {"distribution": "uniform", "low": 2, "high": 8}},
+            ["--dry_run"],
+            'takes whole numbers: give it "int_uniform"',
+        ),
         (
             {"learning_rate": [0.1] * 10, "batch_size": list(range(1, 101)), "seed": list(range(100))},
             ["--dry_run"],
@@ -289,14 +331,27 @@ def search_folder(tmp_path, space, **params):
         ),
         ({"num_blocks": [1, 2]}, ["--dry_run"], "not used by model_version base_model"),
         ({"learning_rate": [0.01]}, ["--data_dir", "{tmp}/no_data"], "no_data/train does not exist"),
+        ({"learning_rate": [0.01]}, ["--data_dir", "{data}"], "but image_size = 32"),
+        ({"learning_rate": {"distribution": "uniform", "low": 0.1, "hihg": 1}}, ["--dry_run"], "a valid distribution"),
+        ({"learning_rate": {"distribution": "uniform", "low": 0.1, "high": float("inf")}}, ["--dry_run"], "Infinity"),
+        ({"num_blocks": [1, 2], "model_version": ["base_model", "resnett"]}, ["--dry_run"], '"resnett"'),
     ],
-    ids=["uniform on a whole number", "a huge grid", "a key the network does not use", "missing data"],
+    ids=[
+        "uniform on a whole number",
+        "a huge grid",
+        "a key the network does not use",
+        "missing data",
+        "data of another size",
+        "a misspelt field",
+        "an infinite bound",
+        "an unknown network",
+    ],
 )
-def test_a_search_that_cannot_run_stops_before_its_first_trial(tmp_path, space, args, words):
-    parent = search_folder(tmp_path, space)
+def test_a_search_that_cannot_run_stops_before_its_first_trial(tmp_path, data, space, args, words):
+    parent = search_folder(tmp_path, space, image_size=32)
 
     result = run_in_process(
-        "search_hyperparams.py", "--parent_dir", parent, *(arg.format(tmp=tmp_path) for arg in args)
+        "search_hyperparams.py", "--parent_dir", parent, *(arg.format(tmp=tmp_path, data=data) for arg in args)
     )
 
     assert_user_error(result, words)
@@ -324,8 +379,10 @@ def test_restoring_from_a_folder_without_weights_is_an_error_not_a_fresh_start(t
     assert not list((experiment / "last_weights").glob("ckpt-*"))
 
 
-def test_an_unreadable_image_in_a_built_split_is_named(tmp_path, data, experiment):
-    (data / "train" / "0_IMG_train0.jpg").write_bytes(b"")
+@pytest.mark.parametrize("cut", [0, 0.6], ids=["empty", "cut short"])
+def test_an_unreadable_image_in_a_built_split_is_named(tmp_path, data, experiment, cut):
+    image = data / "train" / "0_IMG_train0.jpg"
+    image.write_bytes(image.read_bytes()[: int(cut * image.stat().st_size)])
 
     result = run_in_process("train.py", "--model_dir", experiment, "--data_dir", data)
 
@@ -360,12 +417,20 @@ def test_a_folder_argument_says_whether_it_is_missing_or_a_file(tmp_path, make):
     assert_user_error(result, f"{path} {'is not a folder' if make == 'file' else 'does not exist'}")
 
 
+@pytest.mark.parametrize("make", [os.mkdir, os.mkfifo], ids=["folder", "fifo"])
+def test_an_input_file_of_the_wrong_kind_is_named_as_such(tmp_path, make):
+    (tmp_path / "experiment").mkdir()
+    make(tmp_path / "experiment" / "params.json")
+
+    result = run_in_process("train.py", "--model_dir", tmp_path / "experiment")
+
+    assert_user_error(result, "params.json is a", "not a file")
+
+
 # F. What a new user trips over
 
 
 def test_evaluate_outputs_are_ignored_by_git():
-    for path in (
-        "experiments/x/confusion_matrix_test_best_weights.png",
-        "experiments/x/metrics_test_best_weights.json",
-    ):
+    outputs = ("x/confusion_matrix_test_best_weights.png", "x/metrics_test_best_weights.json", "results_test.md")
+    for path in (f"experiments/{output}" for output in outputs):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path

@@ -2,14 +2,15 @@
 DATA_DIR/{train,dev,test}/{label}_{name}.jpg (DATA_DIR/{split}_signs/ in earlier builds) and
 DATA_DIR/classes.json (label -> class name). No TensorFlow here: build_dataset.py starts fast."""
 
+import os
 from pathlib import Path
 
 from PIL import Image
 
-from model.utils.errors import UserError
+from model.utils.errors import UserError, check_utf8
 from model.utils.files import load_json, require_folder
 from model.utils.images import RESIZE_MODES, UNREADABLE
-from model.utils.params import MAX_LABELS
+from model.utils.params import MAX_IMAGE_SIZE, MAX_LABELS
 
 SPLITS = ("train", "dev", "test")
 # Where train.py and evaluate.py look when neither --data_dir nor the run's run.json names a folder
@@ -27,6 +28,8 @@ def list_split(data_dir, split):
     filenames = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file())
     if not filenames:
         raise UserError(f"The {split} split is empty: no .jpg images in {folder}.")
+    for name in filenames:
+        check_utf8(name, "The file ")
     return filenames, [label_from_filename(name) for name in filenames]
 
 
@@ -47,6 +50,10 @@ def check_split(filenames, labels, params, split):
     one more than the largest label); returns a warning for each class without train images (allowed)."""
     for filename in filenames:
         try:
+            with open(filename, "rb") as f:  # a JPEG cut short lacks its end marker, and would stop training
+                f.seek(-2, os.SEEK_END)
+                if f.read() != b"\xff\xd9":
+                    raise OSError("cut short")
             image = Image.open(filename)  # reads the file's header only
         except UNREADABLE:
             raise UserError(
@@ -80,7 +87,8 @@ def resize_mode(data_dir):
     if not data_dir or not path.is_file():
         return "squash"
     build = load_json(path)
-    if build.get("resize", "squash") not in RESIZE_MODES or not isinstance(build.get("size", 1), int):
+    size = build.get("size", 1)
+    if build.get("resize", "squash") not in RESIZE_MODES or type(size) is not int or not 1 <= size <= MAX_IMAGE_SIZE:
         raise UserError(f"{path} is not one that build_dataset.py writes. Rebuild the data, or delete the file.")
     return build.get("resize", "squash")
 
@@ -97,6 +105,8 @@ def load_class_names(data_dir, num_labels):
             f"(0 to {num_labels - 1}). Pass the --data_dir the model was trained on."
         )
     names = [names[str(label)] for label in range(num_labels)]
+    for name in names:
+        check_utf8(str(name), f"{path}: the class name ")
     if not all(isinstance(name, str) and name for name in names) or len(set(names)) < len(names):
         raise UserError(
             f'{path} must give each label a name of its own, as text (such as {{"0": "cat", "1": "dog"}}). '

@@ -32,6 +32,7 @@ def run_main(main, argv=None):
     a path of the wrong kind becomes one message and exit status 2. SIGTERM (from `kill`, job
     schedulers and pre-emption) stops a script as Ctrl-C does."""
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # quiet_tensorflow's ends here
     try:
         for arg in sys.argv[1:] if argv is None else argv:
             check_utf8(arg, "On the command line, ")

@@ -61,18 +61,18 @@ def write_text_atomic(text, path):
     """Writes a text (or bytes) file whole or not at all: into a temporary file beside it, renamed into
     place (atomic on one file system). A kill -9 in between leaves `.NAME.*.tmp`, for the next run to delete."""
     path = Path(path)
-    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # Created with 0o666 less the umask, as any new file is (mkstemp's 0o600 would hide results from a team).
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
+        # Created with 0o666 less the umask, as any new file is (mkstemp's 0o600 would hide results from a team).
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         with os.fdopen(fd, "wb") as f:
             # surrogateescape: a file name that is not UTF-8 is written back as the bytes it was
             f.write(text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
-        check_output(path)  # again, just before the rename: never over a device or a pipe
+        refuse_special(path)  # again, just before the rename: never over a device or a pipe
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
@@ -96,17 +96,30 @@ def require_folder(path, hint):
         raise UserError(f"{path} {'is not a folder' if Path(path).exists() else 'does not exist'}. {hint}")
 
 
-def check_output(path):
-    """Stops with a clear message unless `path` can take an output: absent, or a regular file, and
-    not a link. Scripts call it on every output before their work starts, and the writers again."""
+def check_output(path, folder=False):
+    """Stops with a clear message unless `path` can take an output: absent, or a regular file (a folder if
+    `folder`), not a link, in a writable folder. Scripts call it on each output before their work starts."""
+    refuse_special(path, folder)
+    if Path(path).parent.is_dir():
+        try:
+            tempfile.TemporaryFile(dir=Path(path).parent).close()
+        except OSError as error:  # named as given, for run_main's message
+            error.filename = str(path)
+            raise
+
+
+def refuse_special(path, folder=False):
+    """Stops with a clear message if `path` is a link, or anything but a regular file (a folder if `folder`)."""
     refuse_link(path)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
-        raise UserError(f"{path} is {kind}, not a file: outputs only ever replace regular files. Give another path.")
+    if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
+        kind = {stat.S_ISDIR(mode): "a folder", stat.S_ISREG(mode): "a file"}.get(True, "a device, pipe or socket")
+        raise UserError(
+            f"{path} is {kind}, not a {'folder' if folder else 'file'}: remove it, or give another path."
+        )
 
 
 def open_regular(path, append=False):
@@ -117,11 +130,11 @@ def open_regular(path, append=False):
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)  # NONBLOCK: a pipe can't hang us
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENXIO):  # a link; a pipe that nobody reads
-            check_output(path)
+            refuse_special(path)
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        check_output(path)
+        refuse_special(path)
     os.set_blocking(fd, True)
     return open(fd, "a", encoding="utf-8", errors="backslashreplace") if append else open(fd, "rb")
 

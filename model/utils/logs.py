@@ -45,8 +45,8 @@ def set_logger(log_path, required=True):
         logger.removeHandler(handler)
         handler.close()
     logger.addHandler(TqdmHandler())
-    check_output(log_path)
     try:
+        check_output(log_path)
         log_file = LogFileHandler(log_path, encoding="utf-8")
     except OSError as error:
         if required or error.errno not in (*NOT_WRITABLE, errno.ENOENT):

@@ -4,6 +4,7 @@ that reads them (@network, @hyperparameters). A key declared nowhere is refused 
 
 import difflib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ class Hyperparameter:
         kind = self.kind or type(self.default)
         # True is also the integer 1 in Python; a float hyperparameter takes whole numbers too.
         typed = isinstance(value, (int, float) if kind is float else kind) and isinstance(value, bool) == (kind is bool)
-        if not typed or (self.valid and not self.valid(value)):
+        finite = not isinstance(value, float) or math.isfinite(value)  # JSON's Infinity and NaN are no settings
+        if not (typed and finite) or (self.valid and not self.valid(value)):
             raise UserError(f"{source}: {key} = {json.dumps(value)} is not valid: it must be {self.must_be}.")
         if isinstance(value, str):
             check_utf8(value, f"{source}: {key} = ")
@@ -198,7 +200,7 @@ def load_params(model_dir, overrides=(), filename="params.json"):
     require_folder(
         model_dir, "Give an experiment folder holding a params.json, such as a copy of experiments/base_model."
     )
-    if not (model_dir / filename).is_file():
+    if not (model_dir / filename).exists():  # a file of another kind: load_json names it
         raise UserError(f"No {filename} in {model_dir}. Copy one from experiments/base_model and edit it.")
     params, known = Params(model_dir / filename), declared(None)[1]
     for override in overrides:

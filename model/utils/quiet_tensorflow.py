@@ -7,13 +7,23 @@ TensorFlow loads and looks for devices. Set TF_CPP_MIN_LOG_LEVEL=0 to see everyt
 
 import logging
 import os
-import sys
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"
-saved_stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+console = os.dup(2)
+
+
+def interrupted(signum, frame):
+    """Ctrl-C before the script's main runs (run_main takes over then): TensorFlow's loading can swallow a
+    KeyboardInterrupt in one of its threads and go on, so the script ends here, as it would later."""
+    os.write(console, b"Interrupted.\n")
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, interrupted)
+devnull = os.open(os.devnull, os.O_WRONLY)
 try:
-    if quiet:
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
         os.dup2(devnull, 2)
     import tensorflow as tf
 
@@ -22,11 +32,6 @@ try:
     # INFO level, which would mix into the run's own log.
     tf.get_logger().setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
-except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads ends the script as it would later: no traceback
-    os.dup2(saved_stderr, 2)
-    print("Interrupted.", file=sys.stderr)
-    sys.exit(130)
 finally:
-    os.dup2(saved_stderr, 2)
+    os.dup2(console, 2)
     os.close(devnull)
-    os.close(saved_stderr)

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from model.utils.errors import TrainingDiverged, UserError, run_main
-from model.utils.files import load_json, lock_folder, save_json
+from model.utils.files import load_json, lock_folder, refuse_special, save_json
 from model.utils.logs import set_logger
 
 # Everything a run writes into MODEL_DIR (glob patterns); params.json and search.json are the user's.
@@ -62,7 +62,7 @@ def remove(path):
 
 def prepare(model_dir, restore_from, overwrite):
     """Before training: refuses an earlier run's weights unless told to continue from or replace them, and
-    outputs that are symbolic links (training would write through them); deletes what a kill left."""
+    outputs that are links or of the wrong kind (training would write through them); deletes what a kill left."""
     if overwrite:
         for path in outputs_in(model_dir):
             if path.name != ".lock":  # held by this run
@@ -72,11 +72,8 @@ def prepare(model_dir, restore_from, overwrite):
             f"{model_dir} already holds weights from an earlier run. To continue it, add --restore_from "
             f"{model_dir / 'last_weights'}; to start again and delete them, add --overwrite; or use another model_dir."
         )
-    if links := [path for path in outputs_in(model_dir) if path.is_symlink()]:
-        raise UserError(
-            f"{links[0]} is a symbolic link. Outputs are never written through links, so that nothing is "
-            "written outside the folders given: remove it (its target stays), or add --overwrite to replace it."
-        )
+    for path in outputs_in(model_dir):  # never a link, nor a pipe where a file goes (named without a dot: folders)
+        refuse_special(path, folder="." not in path.name)
     for pattern in RUN_OUTPUTS:  # JSON writes that a kill cut short (model/utils/files.py)
         for path in Path(model_dir).glob(f".{pattern}.*.tmp"):
             path.unlink(missing_ok=True)
@@ -181,7 +178,8 @@ def _git_state():
     repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+        changes = ["git", "status", "--porcelain", "--untracked-files=no"]  # code changed; new run folders don't count
+        status = subprocess.run(changes, cwd=repo, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None  # not a git checkout, or git is not installed
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}

@@ -117,9 +117,7 @@ def refuse_special(path, folder=False):
         return
     if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
         kind = {stat.S_ISDIR(mode): "a folder", stat.S_ISREG(mode): "a file"}.get(True, "a device, pipe or socket")
-        raise UserError(
-            f"{path} is {kind}, not a {'folder' if folder else 'file'}: remove it, or give another path."
-        )
+        raise UserError(f"{path} is {kind}, not a {'folder' if folder else 'file'}: remove it, or give another path.")
 
 
 def open_regular(path, append=False):

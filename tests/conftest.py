@@ -1,18 +1,27 @@
-"""Shared fixtures: tiny datasets and experiments written into pytest's tmp_path.
+"""Shared fixtures: tiny datasets and experiments written into pytest's tmp_path, and the two ways
+to run a script.
+
+- run_in_process: the script's main(argv) in the test's process, through run_main as a user's
+  command runs it (exit status, messages, files). The fast tier, `make test`, runs scripts so.
+- run_script: a new Python process, exactly as a user types the command. The end-to-end tier
+  (tests marked `slow`, run by `make test-all`) adds those, with kills, full disks and servers.
 
 Everything is generated here, in code: the tests download nothing and need no demo data.
 """
 
 import contextlib
 import ctypes
+import importlib
 import io
 import json
 import logging
 import os
-import runpy
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +30,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from model.utils.errors import run_main  # noqa: E402  (once the repository is importable)
 
 # Each class is a colour, with noise: learnable in a few epochs, so tests can check learning.
 CLASS_COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200), (40, 200, 200)]
@@ -67,6 +78,7 @@ def write_built_dataset(root, seed=1, num_test=24):
 
 @pytest.fixture
 def built_dataset(tmp_path):
+    """The tiny built dataset, in this test's own folder: for the tests that change it."""
     return write_built_dataset(tmp_path / "16x16_SIGNS")
 
 
@@ -87,24 +99,89 @@ def model_dir(tmp_path):
     return folder
 
 
-def train_experiment(model_dir, data_dir, **params):
-    """Trains a new experiment folder holding tiny_params(**params) on data_dir with train.py;
-    returns the finished process."""
-    model_dir.mkdir()
-    (model_dir / "params.json").write_text(json.dumps(tiny_params(**params), indent=4))
-    result = run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
-    assert result.returncode == 0, result.stderr
-    return result
-
-
 def train_losses(model_dir):
     """The train loss of each epoch, read from the run's train.log."""
     log = (model_dir / "train.log").read_text()
     return [float(line.split("loss: ")[1].split()[0]) for line in log.splitlines() if "Train metrics" in line]
 
 
+# Running the scripts
+
+
+def run_in_process(script, *args, env=None):
+    """Runs a script as `python SCRIPT ARGS` would, but in this process: its main(argv) through
+    run_main, as its `__main__` block does. Returns the finished "process" (exit status, and what
+    it printed on stdout and stderr).
+
+    The script's module is imported once per test process; each call starts from what a new
+    process has (no logging handlers, the default signal handlers, float32 layers, TensorFlow's
+    ops as chosen, cwd the repository, env added to the environment), and puts back afterwards
+    what the run changed, so that the next test is not affected.
+    """
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    argv = [str(arg) for arg in args]
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved_argv, saved_cwd, saved_environ = sys.argv, os.getcwd(), dict(os.environ)
+    saved_tensorflow = tensorflow_state()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    for handler in saved_handlers:  # pytest's own: a new process has none, and logging.basicConfig acts
+        root.removeHandler(handler)
+    sys.argv = [str(REPO / script), *argv]  # what run.json records as the command
+    os.chdir(REPO)
+    os.environ.update({key: str(value) for key, value in (env or {}).items()})
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            run_main(module.main, argv)
+        returncode = 0
+    except SystemExit as end:
+        returncode = end.code if isinstance(end.code, int) else 0 if end.code is None else 1
+        if isinstance(end.code, str):
+            stderr.write(f"{end.code}\n")
+    finally:
+        for handler in list(root.handlers):  # what the script's set_logger added
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        restore_tensorflow_state(saved_tensorflow)
+        if "search.runner" in sys.modules:  # an interrupted search leaves its stop flag set
+            sys.modules["search.runner"].STOPPING.clear()
+            sys.modules["search.runner"].RUNNING.clear()
+    return subprocess.CompletedProcess([script, *argv], returncode, stdout.getvalue(), stderr.getvalue())
+
+
+def tensorflow_state():
+    """Keras' dtype policy and whether TensorFlow's ops are deterministic (None before TensorFlow is
+    imported): what `mixed_precision` and `deterministic` change for the rest of a process."""
+    if "tensorflow" not in sys.modules:
+        return None
+    from tensorflow.python.framework import config  # op determinism can only be turned off here
+
+    return sys.modules["tensorflow"].keras.mixed_precision.global_policy().name, config.is_op_determinism_enabled()
+
+
+def restore_tensorflow_state(saved):
+    if "tensorflow" not in sys.modules:
+        return
+    from tensorflow.python.framework import config
+
+    policy, deterministic = saved or ("float32", False)
+    sys.modules["tensorflow"].keras.mixed_precision.set_global_policy(policy)
+    if config.is_op_determinism_enabled() != deterministic:
+        (config.enable_op_determinism if deterministic else config.disable_op_determinism)()
+
+
 def run_script(script, *args, timeout=300, env=None, as_user=False):
-    """Runs one of the repository's scripts as a user would, returning the finished process.
+    """Runs one of the repository's scripts as a user would, in a new process; returns it finished.
 
     env: variables to add; as_user: without the powers that let root ignore file permissions.
     """
@@ -119,29 +196,6 @@ def run_script(script, *args, timeout=300, env=None, as_user=False):
     )
 
 
-def run_in_process(script, *args):
-    """Runs a script as a user would, but in this process: for the runs that stop before any
-    training (a mistake, a dry run), so that each test does not pay for starting TensorFlow.
-    Returns the finished "process" (its exit status, and what it printed)."""
-    argv, sigterm, stdout, stderr = sys.argv, signal.getsignal(signal.SIGTERM), io.StringIO(), io.StringIO()
-    sys.argv = [str(REPO / script), *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            runpy.run_path(str(REPO / script), run_name="__main__")
-        returncode = 0
-    except SystemExit as end:
-        returncode = end.code
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, sigterm)
-        for handler in list(logging.getLogger().handlers):  # what set_logger added
-            logging.getLogger().removeHandler(handler)
-            handler.close()
-        if "tensorflow" in sys.modules:  # a run that stopped after choosing mixed precision
-            sys.modules["tensorflow"].keras.mixed_precision.set_global_policy("float32")
-    return subprocess.CompletedProcess([script, *args], returncode, stdout.getvalue(), stderr.getvalue())
-
-
 def drop_root_powers():
     """Runs in the child before it starts the script: as root, gives up the capabilities that
     ignore file permissions, so that a read-only folder is read-only to the script, as to a user."""
@@ -150,3 +204,82 @@ def drop_root_powers():
         for capability in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
             if prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone once the script starts
                 raise OSError(ctypes.get_errno(), "cannot drop root's capabilities")
+
+
+# Trained experiments
+
+
+def write_experiment(model_dir, **params):
+    """A new experiment folder holding tiny_params(**params)."""
+    model_dir.mkdir(parents=True)
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(**params), indent=4))
+    return model_dir
+
+
+def train_in_process(model_dir, data_dir, **params):
+    """Trains a new experiment folder holding tiny_params(**params) on data_dir with train.py, in
+    this process; returns the finished run (its stderr holds the console's story)."""
+    result = run_in_process("train.py", "--model_dir", write_experiment(model_dir, **params), "--data_dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def train_experiment(model_dir, data_dir, **params):
+    """The same as train_in_process, with train.py started as a user starts it (end-to-end tests)."""
+    result = run_script("train.py", "--model_dir", write_experiment(model_dir, **params), "--data_dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@dataclass
+class Trained:
+    model_dir: Path
+    data_dir: Path
+    result: subprocess.CompletedProcess  # train.py's: exit status, and the console's story
+
+
+@pytest.fixture(scope="session")
+def trained_once(tmp_path_factory):
+    """The one tiny experiment of the session (of each test process, with pytest-xdist): tiny_params()
+    trained for 2 epochs in this process on the tiny built dataset. Tests only read it, and its data;
+    a test that changes the experiment takes a copy (`trained`), so that nothing is trained twice."""
+    root = tmp_path_factory.mktemp("trained_once")
+    data_dir = write_built_dataset(root / "16x16_SIGNS")
+    return Trained(root / "experiment", data_dir, train_in_process(root / "experiment", data_dir))
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+    """A copy of the session's trained experiment, in this test's folder, to change; its data is
+    the session's (run.json names it, so evaluate.py and a resume find it)."""
+    return Path(shutil.copytree(trained_once.model_dir, tmp_path / "experiment"))
+
+
+# Searches
+
+
+STUBS = Path(__file__).parent / "stub_scripts"
+
+
+@dataclass
+class Trainer:
+    scripts: Path  # the folder of the train.py and evaluate.py that the trials of a search run
+    run: Callable  # runs a script: run_in_process or run_script
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """Trials trained by the stand-in train.py of tests/stub_scripts, which writes what train.py
+    writes in a fraction of a second and without TensorFlow, in a search run in the test's process."""
+    import search_hyperparams
+
+    # search_hyperparams.py starts the train.py and evaluate.py beside it: here, the stand-ins
+    monkeypatch.setattr(search_hyperparams, "__file__", str(STUBS / "search_hyperparams.py"))
+    return Trainer(STUBS, run_in_process)
+
+
+@pytest.fixture(params=["stand_in", pytest.param("train_py", marks=pytest.mark.slow)])
+def trainer(request):
+    """How a search's trials train, for the tests that hold for both: by the stand-in (fast tier),
+    or by the real train.py, in a search run as a user runs it (end-to-end tier)."""
+    return Trainer(REPO, run_script) if request.param == "train_py" else request.getfixturevalue("stand_in")

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_params
 
+from model import input_fn, model_fn  # noqa: F401  (they declare the hyperparameters params are checked against)
 from model.utils import checkpoints
 from model.utils.errors import UserError
 from model.utils.params import build_network, load_params

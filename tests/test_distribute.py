@@ -1,5 +1,6 @@
-"""Distributed training on one CPU: "mirrored" over two logical CPU devices, "multi_worker"
-over two local processes."""
+"""Distributed training on one CPU: "mirrored" over this process's one device (fast tier), over
+two logical CPU devices and "multi_worker" over two local processes (end-to-end tier: devices and
+clusters are set before TensorFlow starts, in processes of their own)."""
 
 import json
 import os
@@ -48,6 +49,31 @@ def steps_done(model_dir):
     return int(tf.train.load_variable(prefix, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def test_mirrored_on_one_device_trains_like_the_default_strategy(trained_once, tmp_path):
+    # The same updates through MirroredStrategy's code: its variables, distributed datasets and
+    # reduced losses. Without batch norm nor random augmentation, as below.
+    same = dict(use_batch_norm=False, learning_rate=0.01, deterministic=True, **NO_AUGMENTATION)
+    default = experiment(tmp_path, "default", **same)
+    mirrored = experiment(tmp_path, "mirrored", distribution="mirrored", **same)
+
+    results = [
+        run_in_process("train.py", "--model_dir", run, "--data_dir", trained_once.data_dir)
+        for run in (default, mirrored)
+    ]
+
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "on 1 replica(s)" in result.stderr
+    assert steps_done(default) == steps_done(mirrored) == 3 * 6
+    assert train_losses(mirrored)[-1] < train_losses(mirrored)[0]
+    assert train_losses(mirrored) == pytest.approx(train_losses(default), rel=0.01)
+    default_dev = json.loads((default / "metrics_eval_last_weights.json").read_text())
+    mirrored_dev = json.loads((mirrored / "metrics_eval_last_weights.json").read_text())
+    assert mirrored_dev["loss"] == pytest.approx(default_dev["loss"], rel=0.01)
+    assert default_dev["accuracy"] >= 0.5
+
+
+@pytest.mark.slow
 def test_mirrored_over_two_devices_trains_like_one_device(built_dataset, tmp_path):
     # Without batch norm, which normalizes over each replica's share of the batch, nor random
     # augmentation, the two runs compute the same updates, up to the order of float additions.

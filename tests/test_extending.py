@@ -1,6 +1,6 @@
 """What a forker does first, in a copy of the repository: add a metric, a network with a
 hyperparameter of its own, a loss with a hyperparameter, an augmentation. Each is an edit of one
-file, and the scripts use it."""
+file, and the scripts use it. End-to-end tier: the scripts of the copy run as a user runs them."""
 
 import json
 import math
@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import REPO, tiny_params
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -1,16 +1,19 @@
-"""The helpers of model/: JSON files (model/utils/files.py), logging, labels from file names, run_main."""
+"""The helpers of model/: JSON files (model/utils/files.py), logging, labels from file names, run_main,
+make clean."""
 
+import contextlib
+import io
 import json
 import logging
-import subprocess
-import sys
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import run_in_process
 
 from model.utils.dataset import label_from_filename
-from model.utils.errors import UserError
+from model.utils.errors import UserError, run_main
 from model.utils.files import load_json, save_json, write_text_atomic
 from model.utils.logs import set_logger
 
@@ -143,43 +146,49 @@ def test_label_from_filename_rejects_names_without_a_label(name):
 # run_main
 
 
+def run_main_here(main):
+    """run_main(main), as a script's __main__ block calls it: (exit status, what it printed on stderr)."""
+    stderr, sigterm = io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as end:
+            run_main(main)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    return end.value.code, stderr.getvalue()
+
+
 def test_run_main_shows_a_user_error_as_one_message_and_exit_status_2():
-    script = (
-        "from model.utils.errors import UserError, run_main\n"
-        "def main(argv):\n"
-        "    raise UserError('The data folder data/NOPE does not exist.')\n"
-        "run_main(main)\n"
-    )
+    def main(argv):
+        raise UserError("The data folder data/NOPE does not exist.")
 
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    returncode, stderr = run_main_here(main)
 
-    assert result.returncode == 2
-    assert "Error: The data folder data/NOPE does not exist." in result.stderr
-    assert "Traceback" not in result.stderr
+    assert returncode == 2
+    assert "Error: The data folder data/NOPE does not exist." in stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize(
     "make, use, words",
     [
-        ("a_file", "Path('a_file/metrics.json').write_text('{}')", "a part of this path is a file"),
-        ("a_file", "Path('a_file').mkdir()", "this is a file, where a folder is needed"),
-        ("a_folder/", "Path('a_folder').write_text('{}')", "this is a folder, where a file is needed"),
-        ("", "Path('x' * 300).write_text('{}')", "too long"),
+        ("a_file", lambda: Path("a_file/metrics.json").write_text("{}"), "a part of this path is a file"),
+        ("a_file", lambda: Path("a_file").mkdir(), "this is a file, where a folder is needed"),
+        ("a_folder/", lambda: Path("a_folder").write_text("{}"), "this is a folder, where a file is needed"),
+        ("", lambda: Path("x" * 300).write_text("{}"), "too long"),
     ],
+    ids=["file_in_the_path", "file_for_a_folder", "folder_for_a_file", "name_too_long"],
 )
-def test_run_main_names_a_path_of_the_wrong_kind(tmp_path, make, use, words):
+def test_run_main_names_a_path_of_the_wrong_kind(tmp_path, monkeypatch, make, use, words):
+    monkeypatch.chdir(tmp_path)
     if make.endswith("/"):
         (tmp_path / make).mkdir()
     elif make:
         (tmp_path / make).write_text("")
-    script = f"from pathlib import Path\nfrom model.utils.errors import run_main\nrun_main(lambda argv: {use})\n"
 
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, capture_output=True, text=True
-    )
+    returncode, stderr = run_main_here(lambda argv: use())
 
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("Error:") == 1 and words in result.stderr and "Traceback" not in result.stderr
+    assert returncode == 2, stderr
+    assert stderr.count("Error:") == 1 and words in stderr and "Traceback" not in stderr
 
 
 # make clean (python -m model.utils.run_folder)
@@ -193,7 +202,7 @@ def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path)
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")
 
-    result = subprocess.run([sys.executable, "-m", "model.utils.run_folder", tmp_path], cwd=REPO, capture_output=True)
+    result = run_in_process("model/utils/run_folder.py", tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
@@ -201,8 +210,6 @@ def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path)
 
 @pytest.mark.parametrize("args", [[], ["NO_SUCH_FOLDER"], ["a", "b"]])
 def test_clean_without_one_existing_folder_is_refused(args):
-    result = subprocess.run(
-        [sys.executable, "-m", "model.utils.run_folder", *args], cwd=REPO, capture_output=True, text=True
-    )
+    result = run_in_process("model/utils/run_folder.py", *args)
 
     assert result.returncode == 2 and result.stderr.count("Error:") == 1 and "Traceback" not in result.stderr

@@ -1,5 +1,6 @@
 """model/input_fn.py: listing a split, the tf.data pipeline and its cache, and the label checks."""
 
+import atexit
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import tensorflow as tf
 from conftest import REPO, tiny_params
 from PIL import Image
 
+from model import model_fn  # noqa: F401  (declares the networks that params are checked against)
 from model.input_fn import augment, input_fn
 from model.utils.dataset import check_labels, list_split, load_class_names
 from model.utils.errors import UserError
@@ -48,7 +50,7 @@ def test_list_split_gives_sorted_files_and_their_labels(built_dataset):
 def test_list_split_on_a_missing_split_names_the_folder(built_dataset):
     shutil.rmtree(built_dataset / "test")
 
-    with pytest.raises(UserError, match=re.escape(f"no folder {built_dataset / 'test'}")):
+    with pytest.raises(UserError, match=re.escape(f"{built_dataset / 'test'} does not exist")):
         list_split(built_dataset, "test")
 
 
@@ -322,6 +324,21 @@ print(sorted(path.name for path in Path(cache_dir).glob("*/*")))
 """
 
 
+def test_the_cache_is_deleted_by_what_runs_when_the_process_ends(built_dataset, tmp_path, monkeypatch):
+    at_exit = []  # what the process would run as it ends
+    monkeypatch.setattr(atexit, "register", lambda function, *args, **kwargs: at_exit.append((function, args, kwargs)))
+    cache_dir = tmp_path / "cache"
+    params = make_params(tmp_path, cache=str(cache_dir))
+
+    read_all(input_fn(True, *list_split(built_dataset, "train"), params))
+
+    assert "images.index" in [path.name for path in cache_dir.glob("*/*")], "the cache should exist until the end"
+    for function, args, kwargs in at_exit:
+        function(*args, **kwargs)
+    assert list(cache_dir.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_the_cache_is_deleted_when_the_process_ends(built_dataset, tmp_path):
     cache_dir = tmp_path / "cache"
     make_params(tmp_path, cache=str(cache_dir))

@@ -1,6 +1,13 @@
-"""Interrupted training loses at most the epoch in progress, and resumes to the planned end."""
+"""Interrupted training loses at most the epoch in progress, and resumes to the planned end.
 
+The fast tests stop train.py running in the test's process with a real Ctrl-C or SIGTERM at a
+chosen moment, and damage its folder as kills do; the end-to-end tests (marked slow) signal and
+kill -9 train.py processes, thirty times in a row for one of them.
+"""
+
+import fcntl
 import json
+import os
 import random
 import shutil
 import signal
@@ -11,6 +18,7 @@ import time
 import pytest
 from conftest import REPO, run_in_process, run_script, tiny_params
 
+from model.utils import summaries
 from model.utils.files import read_json_lines
 
 NUM_EPOCHS = 6
@@ -44,6 +52,50 @@ def assert_every_metrics_file_is_valid_json(model_dir):
         assert 0.0 <= metrics["accuracy"] <= 1.0, path
 
 
+def signal_in_epoch(model_dir, epoch, sig, monkeypatch):
+    """Sends `sig` to this process (as Ctrl-C or `kill` would) during the first step of `epoch`,
+    once the epoch before it is saved."""
+    write_images = summaries.write_images
+
+    def write_then_signal(writer, step, name, images):
+        write_images(writer, step, name, images)
+        if saved_epochs(model_dir)[-1:] == [epoch - 1]:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(summaries, "write_images", write_then_signal)  # called in each epoch's first step
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_run_stopped_by_a_signal_resumes_to_the_planned_epoch(trained_once, model_dir, sig, monkeypatch):
+    data_dir = trained_once.data_dir
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=NUM_EPOCHS)))
+    with monkeypatch.context() as patch:
+        signal_in_epoch(model_dir, 2, sig, patch)
+        stopped = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", data_dir)
+
+    # A clean stop: a message, no traceback, the usual exit status of Ctrl-C
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Stopped after 1 epochs" in stopped.stderr and "--restore_from" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and "Epoch 2/6 - Train metrics" not in stopped.stderr
+    assert json.loads((model_dir / "run.json").read_text())["status"] == "interrupted"
+    assert saved_epochs(model_dir) == [1]
+    assert_every_metrics_file_is_valid_json(model_dir)
+
+    # The same command resumes: it remembers its data folder (run.json)
+    result = run_in_process("train.py", "--model_dir", model_dir, "--restore_from", "last_weights")
+
+    assert result.returncode == 0, result.stderr
+    assert f"images from {data_dir}" in result.stderr
+    assert "1 epochs done" in result.stderr
+    assert f"Epoch 2/{NUM_EPOCHS} - Train metrics" in result.stderr
+    assert f"Epoch 1/{NUM_EPOCHS} - Train" not in result.stderr, "a saved epoch was trained again"
+    assert saved_epochs(model_dir)[-1] == NUM_EPOCHS
+    assert json.loads((model_dir / "metrics_eval_last_weights.json").read_text())["epoch"] == NUM_EPOCHS
+    assert_every_metrics_file_is_valid_json(model_dir)
+    assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, sig):
     # Many small steps per epoch, so that the signal lands in the middle of one.
@@ -80,12 +132,13 @@ def test_interrupted_run_resumes_to_the_planned_epoch(built_dataset, model_dir, 
     assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"
 
 
-def test_a_folder_damaged_by_kills_resumes_from_its_newest_readable_checkpoint(built_dataset, model_dir):
+def test_a_folder_damaged_by_kills_resumes_from_its_newest_readable_checkpoint(trained_once, model_dir):
     # What kills -9 leave: TensorFlow's `checkpoint` state file not updated, the newest index
     # half written, a checkpoint's data cut short, a half-written *_temp folder, an orphaned
     # older checkpoint, a JSON file's temporary file, and a history line ahead of the checkpoints.
+    built_dataset = trained_once.data_dir
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
-    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+    assert run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
     last, best = model_dir / "last_weights", model_dir / "best_weights"
     (last / "checkpoint").unlink()
     (last / "ckpt-3.index").write_bytes(b"truncated")
@@ -99,7 +152,7 @@ def test_a_folder_damaged_by_kills_resumes_from_its_newest_readable_checkpoint(b
     (model_dir / ".notes.tmp").write_text("mine")  # the user's own file stays
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=4)))
 
-    result = run_script(
+    result = run_in_process(
         "train.py", "--model_dir", model_dir, "--data_dir", built_dataset, "--restore_from", "last_weights"
     )
 
@@ -116,10 +169,11 @@ def test_a_folder_damaged_by_kills_resumes_from_its_newest_readable_checkpoint(b
     assert [path.name for path in model_dir.glob(".*.tmp")] == [".notes.tmp"]
 
 
-def test_a_run_killed_in_its_first_saves_resumes_with_the_same_command(built_dataset, model_dir):
+def test_a_run_killed_in_its_first_saves_resumes_with_the_same_command(trained_once, model_dir):
     # Killed between the two saves of epoch 1: best_weights holds ckpt-1, last_weights nothing.
+    built_dataset = trained_once.data_dir
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=1)))
-    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+    assert run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
     shutil.rmtree(model_dir / "last_weights")
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=2)))
     resume = (
@@ -133,7 +187,7 @@ def test_a_run_killed_in_its_first_saves_resumes_with_the_same_command(built_dat
     )
 
     refused = run_in_process("train.py", "--model_dir", model_dir, "--data_dir", built_dataset)
-    resumed = run_script(*resume)
+    resumed = run_in_process(*resume)
 
     assert refused.returncode == 2 and f"--restore_from {model_dir / 'last_weights'}" in refused.stderr
     assert resumed.returncode == 0, resumed.stderr
@@ -143,15 +197,15 @@ def test_a_run_killed_in_its_first_saves_resumes_with_the_same_command(built_dat
     # Killed before any checkpoint: the same command starts from fresh weights, and says so.
     for name in ("last_weights", "best_weights"):
         shutil.rmtree(model_dir / name)
-    started = run_script(*resume)
+    started = run_in_process(*resume)
 
     assert started.returncode == 0, started.stderr
     assert "holds no checkpoint yet: starting from freshly initialised weights" in started.stderr
     assert [record["epoch"] for record in read_json_lines(model_dir / "history.jsonl")] == [1, 2]
 
 
-def test_an_explicit_unreadable_checkpoint_is_a_clear_error(built_dataset, model_dir):
-    assert run_script("train.py", "--model_dir", model_dir, "--data_dir", built_dataset).returncode == 0
+def test_an_explicit_unreadable_checkpoint_is_a_clear_error(trained, trained_once):
+    model_dir, built_dataset = trained, trained_once.data_dir
     for path in (model_dir / "best_weights").glob("ckpt-*.data-*"):
         path.write_bytes(path.read_bytes()[:50])
     [prefix] = [path.with_suffix("") for path in (model_dir / "best_weights").glob("ckpt-*.index")]
@@ -164,6 +218,21 @@ def test_an_explicit_unreadable_checkpoint_is_a_clear_error(built_dataset, model
     assert f"The checkpoint {prefix} cannot be read" in evaluated.stderr
 
 
+def test_a_second_run_in_a_locked_folder_is_refused(trained, trained_once):
+    # The lock of a run training in the folder, held here: a lock belongs to an open file, so
+    # this process's train.py meets it as another process's train.py would.
+    with open(trained / ".lock", "a") as first_run:
+        fcntl.flock(first_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = run_in_process(
+            "train.py", "--model_dir", trained, "--data_dir", trained_once.data_dir, "--restore_from", "last_weights"
+        )
+
+    assert second.returncode == 2, second.stderr
+    assert "Another train.py is writing into" in second.stderr and "Traceback" not in second.stderr
+    assert "Restored" not in (trained / "train.log").read_text(), "the second run must not have started"
+
+
+@pytest.mark.slow
 def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(built_dataset, model_dir):
     # Far more epochs than the test lasts: the first run is still training when the second starts.
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=100000)))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_params
 
-from model import model_fn
+from model import input_fn, model_fn  # noqa: F401  (input_fn declares the augmentation's hyperparameters)
 from model.evaluation import make_eval_step
 from model.training import make_train_step, model_spec
 from model.utils.layers import BatchNormalization

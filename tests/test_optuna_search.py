@@ -1,6 +1,10 @@
 """search_hyperparams.py --sampler tpe as a user runs it: a study that prunes bad trials and
 keeps the best, two searches sharing one study, a dead search's trial retried, an interrupted
-search resumed (also after several interrupts), clear errors, and synthesize_results.py over a study."""
+search resumed (also after several interrupts), clear errors, and synthesize_results.py over a study.
+
+As in test_search.py, the fast tests run the search in the test's process with the stand-in
+train.py of tests/stub_scripts (the `stand_in` and `trainer` fixtures); the end-to-end tests run
+it as a user does, each trial a real train.py, some with several search processes at once."""
 
 import json
 import re
@@ -10,10 +14,11 @@ import sys
 import time
 
 import optuna  # optional for users, but in requirements-dev.txt: the tests need it
+import pytest
 from conftest import REPO, run_in_process, run_script, tiny_params
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
-from test_search import make_search, read_json, search_args, wait_for, weight_files
+from test_search import make_search, press_ctrl_c_when, read_json, search_args, wait_for, weight_files
 
 from model.utils.files import append_json_line, read_json_lines
 
@@ -86,12 +91,12 @@ def epochs_done(trial):
 # A study from start to end
 
 
-def test_tpe_study_prunes_the_bad_region_keeps_the_best_and_a_rerun_adds_nothing(tmp_path, built_dataset):
+def test_tpe_study_prunes_the_bad_region_keeps_the_best_and_a_rerun_adds_nothing(tmp_path, built_dataset, trainer):
     num_epochs = 6
     parent = make_search(tmp_path / "lr_study", LR_WITH_BAD_REGION, num_epochs=num_epochs)
     args = tpe_args(parent, built_dataset, NUM_TRIALS)
 
-    result = run_script("search_hyperparams.py", *args)
+    result = trainer.run("search_hyperparams.py", *args)
 
     assert result.returncode == 0, result.stderr
     study = load_study(parent)
@@ -138,7 +143,7 @@ def test_tpe_study_prunes_the_bad_region_keeps_the_best_and_a_rerun_adds_nothing
 
     # The same command again: the study holds its trials, nothing runs
     weights_before = weight_files(*(parent / name for name in trial_folders(parent)))
-    rerun = run_script("search_hyperparams.py", *args)
+    rerun = trainer.run("search_hyperparams.py", *args)
 
     assert rerun.returncode == 0, rerun.stderr
     assert len(load_study(parent).trials) == NUM_TRIALS
@@ -147,7 +152,7 @@ def test_tpe_study_prunes_the_bad_region_keeps_the_best_and_a_rerun_adds_nothing
     assert summary in rerun.stderr
 
     # The results: pruned trials marked and listed after the finished ones; the study's plots
-    results = run_script("synthesize_results.py", "--parent_dir", parent)
+    results = trainer.run("synthesize_results.py", "--parent_dir", parent)
 
     assert results.returncode == 0, results.stderr
     rows = [line for line in results.stdout.splitlines() if line.startswith("| trial_")]
@@ -168,6 +173,27 @@ def test_tpe_study_prunes_the_bad_region_keeps_the_best_and_a_rerun_adds_nothing
 # Several search processes on one study
 
 
+def test_a_search_of_two_jobs_runs_each_trial_of_its_study_once(tmp_path, built_dataset, stand_in):
+    parent = make_search(tmp_path / "shared", SAFE_LR, num_epochs=1)
+
+    result = run_in_process(
+        "search_hyperparams.py", *tpe_args(parent, built_dataset, 4, "--pruner", "none", "--jobs", "2")
+    )
+
+    assert result.returncode == 0, result.stderr
+    study = load_study(parent)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and len({t.number for t in complete}) == 4
+    assert all(t.user_attrs.get("not_run") for t in study.trials if t.state != TrialState.COMPLETE)
+    assert trial_folders(parent) == sorted(t.user_attrs["trial_dir"] for t in complete)
+    for name in trial_folders(parent):
+        log = (parent / name / "train.log").read_text()
+        assert log.count("starting from freshly initialised weights") == 1, f"{name} was trained twice"
+        assert "Restored" not in log
+    assert finished_lines(result.stderr) == {t.number: t.user_attrs["trial_dir"] for t in complete}
+
+
+@pytest.mark.slow
 def test_two_searches_of_two_jobs_started_together_share_the_trials_of_one_study(tmp_path, built_dataset):
     parent = make_search(tmp_path / "shared", SAFE_LR, num_epochs=1)
     args = tpe_args(parent, built_dataset, 4, "--pruner", "none", "--jobs", "2")
@@ -203,7 +229,7 @@ def test_two_searches_of_two_jobs_started_together_share_the_trials_of_one_study
 # A trial whose search died, and a search that was interrupted
 
 
-def test_trial_of_a_dead_search_is_retried_in_its_own_folder(tmp_path, built_dataset):
+def test_trial_of_a_dead_search_is_retried_in_its_own_folder(tmp_path, built_dataset, trainer):
     parent = make_search(tmp_path / "revived", SAFE_LR, num_epochs=2)
     # A study whose trial 0 lost its search process an hour ago, after its first epoch of two.
     study = optuna.create_study(storage=storage_of(parent), study_name="revived", direction="maximize")
@@ -215,10 +241,13 @@ def test_trial_of_a_dead_search_is_retried_in_its_own_folder(tmp_path, built_dat
     folder = parent / "trial_000-dead"
     folder.mkdir()
     (folder / "params.json").write_text(json.dumps(tiny_params(num_epochs=2, learning_rate=learning_rate)))
-    first_epoch = run_script("train.py", "--model_dir", folder, "--data_dir", built_dataset, "--param", "num_epochs=1")
+    train = [sys.executable, trainer.scripts / "train.py", "--model_dir", folder, "--data_dir", built_dataset]
+    first_epoch = subprocess.run(
+        [*map(str, train), "--param", "num_epochs=1"], capture_output=True, text=True, timeout=300
+    )
     assert first_epoch.returncode == 0, first_epoch.stderr
 
-    result = run_script("search_hyperparams.py", *tpe_args(parent, built_dataset, 1))
+    result = trainer.run("search_hyperparams.py", *tpe_args(parent, built_dataset, 1))
 
     assert result.returncode == 0, result.stderr
     assert "Trial 0 has had no heartbeat" in result.stderr
@@ -239,7 +268,41 @@ def test_trial_of_a_dead_search_is_retried_in_its_own_folder(tmp_path, built_dat
     assert f"Trial {retry.number} (trial_000-dead) finished" in result.stderr
 
 
-def test_interrupted_tpe_search_resumes_its_trial_in_the_same_folder_however_often(tmp_path, built_dataset):
+def test_interrupted_tpe_search_resumes_its_trial_in_the_same_folder_however_often(
+    tmp_path, built_dataset, stand_in, monkeypatch
+):
+    num_epochs = 20
+    parent = make_search(tmp_path / "stopped", SAFE_LR, num_epochs=num_epochs)
+    args = tpe_args(parent, built_dataset, 2)
+
+    # Interrupted three times, after one more epoch each time: more than a dead trial's retries.
+    # The trial's stand-in trains one epoch, then no further until it is stopped.
+    for _ in range(3):
+        saved = epochs_saved(parent)
+        press_ctrl_c_when(lambda saved=saved: epochs_saved(parent) > saved, monkeypatch)
+        stopped = run_in_process("search_hyperparams.py", *args, env={"STUB_HOLD_IN": "trial_"})
+        assert stopped.returncode == 130, stopped.stderr
+        assert "run the same command again to resume it" in stopped.stderr
+    [name] = trial_folders(parent)
+    folder = parent / name
+    assert epochs_done(folder) == 3, "the trial must be stopped with the search, after one more epoch each time"
+    assert not (folder / "trial.json").exists()
+
+    rerun = run_in_process("search_hyperparams.py", *args)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Restored" in (folder / "train.log").read_text()
+    assert epochs_done(folder) == num_epochs
+    trials = load_study(parent).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2, "exactly --num_trials trials, the interrupted one counted once"
+    assert [t.user_attrs.get("requeued_from") for t in complete if t.user_attrs["trial_dir"] == name] == [2]
+    assert len(trial_folders(parent)) == 2 and name in trial_folders(parent)
+    assert "Study 'stopped': 2 trials: 2 complete, 0 pruned, 0 failed, 0 running" in rerun.stderr
+
+
+@pytest.mark.slow
+def test_a_real_tpe_search_interrupted_resumes_its_train_py_in_the_same_folder_however_often(tmp_path, built_dataset):
     num_epochs = 20  # an epoch takes a fraction of a second here: long enough to be caught training
     parent = make_search(tmp_path / "stopped", SAFE_LR, num_epochs=num_epochs)
     args = tpe_args(parent, built_dataset, 2)
@@ -283,7 +346,7 @@ def test_results_list_a_pruned_trial_after_the_finished_ones_even_when_it_scored
         record |= {"pruned_at_epoch": 2} if state == "pruned" else {"value": accuracy}
         (folder / "trial.json").write_text(json.dumps(record))
 
-    result = run_script("synthesize_results.py", "--parent_dir", tmp_path)
+    result = run_in_process("synthesize_results.py", "--parent_dir", tmp_path)
 
     assert result.returncode == 0, result.stderr
     rows = [
@@ -331,23 +394,23 @@ def test_grid_over_a_distribution_is_a_clear_error(tmp_path):
     assert str(parent / "search.json") in result.stderr and "--sampler tpe" in result.stderr
 
 
-def test_a_folder_in_the_way_stops_the_search_and_its_trial_runs_once_moved(tmp_path, built_dataset):
+def test_a_folder_in_the_way_stops_the_search_and_its_trial_runs_once_moved(tmp_path, built_dataset, trainer):
     parent = make_search(tmp_path / "blocked", SAFE_LR, num_epochs=1)
     args = tpe_args(parent, built_dataset, 1)
     # A folder left over from an earlier study, under the name the same seeded draw gives
-    assert run_script("search_hyperparams.py", *args).returncode == 0
+    assert trainer.run("search_hyperparams.py", *args).returncode == 0
     (parent / "optuna_journal.log").unlink()
     [name] = trial_folders(parent)
     (parent / name / "params.json").write_text(json.dumps(tiny_params(learning_rate=0.5)))
 
-    blocked = run_script("search_hyperparams.py", *args)
+    blocked = trainer.run("search_hyperparams.py", *args)
 
     assert blocked.returncode == 2 and "Traceback" not in blocked.stderr
     assert f"{parent / name / 'params.json'} exists with other hyperparameters" in blocked.stderr
     assert not [t for t in load_study(parent).trials if t.state == TrialState.RUNNING], "no trial left running"
 
     (parent / name).rename(tmp_path / "moved_away")
-    rerun = run_script("search_hyperparams.py", *args)
+    rerun = trainer.run("search_hyperparams.py", *args)
 
     assert rerun.returncode == 0, rerun.stderr
     assert [t.user_attrs["trial_dir"] for t in load_study(parent).trials if t.state == TrialState.COMPLETE] == [name]

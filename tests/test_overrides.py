@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import run_in_process, run_script, tiny_params
+from conftest import run_in_process, tiny_params
 
 
 def read_json(path):
@@ -19,7 +19,7 @@ def make_experiment(folder, **params):
 
 def train(model_dir, data_dir, *overrides):
     params = [arg for override in overrides for arg in ("--param", override)]
-    return run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *params)
+    return run_in_process("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *params)
 
 
 def test_overrides_are_used_and_recorded_and_params_json_is_unchanged(tmp_path, built_dataset):
@@ -62,7 +62,7 @@ def test_results_table_shows_the_overridden_value(tmp_path, built_dataset):
     assert train(plain, built_dataset).returncode == 0
     assert train(changed, built_dataset, "learning_rate=0.05").returncode == 0
 
-    result = run_script("synthesize_results.py", "--parent_dir", parent)
+    result = run_in_process("synthesize_results.py", "--parent_dir", parent)
 
     assert result.returncode == 0, result.stderr
     with open(parent / "results.csv", newline="") as f:

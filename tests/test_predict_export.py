@@ -1,8 +1,10 @@
-"""predict.py and export.py as a user runs them: predictions that agree with evaluate.py,
-images of any kind, unreadable files, class names, and exported models that give
-predict.py's results when loaded in a fresh process."""
+"""predict.py and export.py: predictions that agree with evaluate.py, images of any kind,
+unreadable files, class names, and exported models that give predict.py's results, loaded in
+the test's process or (end-to-end tier) in a fresh process that cannot import the template."""
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -10,21 +12,22 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_in_process, run_script, train_experiment, write_built_dataset
+from conftest import REPO, run_in_process, run_script, train_in_process, write_built_dataset
 from PIL import Image
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A model trained 5 epochs on a tiny built dataset: (model_dir, data_dir)."""
+    """A model trained 5 epochs on a tiny built dataset, one that has learnt enough to predict more
+    than one class: (model_dir, data_dir)."""
     root = tmp_path_factory.mktemp("predict")
     data_dir = write_built_dataset(root / "16x16_SIGNS", seed=3, num_test=36)
-    train_experiment(root / "experiment", data_dir, num_epochs=5, learning_rate=0.01)
+    train_in_process(root / "experiment", data_dir, num_epochs=5, learning_rate=0.01)
     return root / "experiment", data_dir
 
 
 def predict(model_dir, *args):
-    return run_script("predict.py", "--model_dir", model_dir, *args)
+    return run_in_process("predict.py", "--model_dir", model_dir, *args)
 
 
 def read_csv(path):
@@ -34,7 +37,7 @@ def read_csv(path):
 
 def test_predictions_on_the_test_split_agree_with_evaluate(trained, tmp_path):
     model_dir, data_dir = trained
-    evaluated = run_script("evaluate.py", "--model_dir", model_dir, "--data_dir", data_dir)
+    evaluated = run_in_process("evaluate.py", "--model_dir", model_dir, "--data_dir", data_dir)
     assert evaluated.returncode == 0, evaluated.stderr
     accuracy = json.loads((model_dir / "metrics_test_best_weights.json").read_text())["accuracy"]
 
@@ -153,42 +156,60 @@ print(json.dumps(results))
 """
 
 
-def load_exports(export_dir, images):
-    """{export: {image: [class, probability]}} of LOAD_EXPORTS run in a fresh process."""
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD_EXPORTS, str(export_dir), str(REPO), *images],
-        cwd=export_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert loaded.returncode == 0, loaded.stderr
-    return json.loads(loaded.stdout.splitlines()[-1])
+def load_exports(export_dir, images, fresh_process):
+    """{export: {image: [class, probability]}} of LOAD_EXPORTS, run in a fresh process or here."""
+    args = [str(export_dir), str(REPO), *images]
+    if fresh_process:
+        loaded = subprocess.run(
+            [sys.executable, "-c", LOAD_EXPORTS, *args],
+            cwd=export_dir.parent,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        return json.loads(loaded.stdout.splitlines()[-1])
+    argv, path, printed = sys.argv, list(sys.path), io.StringIO()
+    sys.argv = ["-c", *args]
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(LOAD_EXPORTS, {"__name__": "__main__"})
+    finally:
+        sys.argv, sys.path[:] = argv, path
+    return json.loads(printed.getvalue().splitlines()[-1])
 
 
-def test_exported_models_give_predict_py_results_in_a_fresh_process(trained, tmp_path):
+@pytest.fixture(params=["this_process", pytest.param("a_fresh_process", marks=pytest.mark.slow)])
+def fresh_process(request):
+    """Whether the exports are loaded in a fresh process, as a user's server loads them (end-to-end
+    tier, with predict.py and export.py run as a user runs them), or in the test's process."""
+    return request.param == "a_fresh_process"
+
+
+def test_exported_models_give_predict_py_results(trained, tmp_path, fresh_process):
     model_dir, data_dir = trained
     images = sorted(str(p) for p in (data_dir / "test").iterdir())[:12]
     big = tmp_path / "big.png"  # not the model's size: the exports must resize as predict.py does
     Image.open(images[0]).resize((50, 70), Image.Resampling.NEAREST).save(big)
     images.append(str(big))
-    predicted = predict(model_dir, *images, "--output", tmp_path / "p.csv")
+    run = run_script if fresh_process else run_in_process
+    predicted = run("predict.py", "--model_dir", model_dir, *images, "--output", tmp_path / "p.csv")
     assert predicted.returncode == 0, predicted.stderr
     expected = {
         name: (row["class_1"], float(row["probability_1"])) for name, row in read_csv(tmp_path / "p.csv").items()
     }
 
-    exported = run_script("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
+    exported = run("export.py", "--model_dir", model_dir, "--output_dir", tmp_path / "export")
     assert exported.returncode == 0, exported.stderr
     assert json.loads((tmp_path / "export/classes.json").read_text()) == {str(i): str(i) for i in range(6)}
-    for export, predictions in load_exports(tmp_path / "export", images).items():
+    for export, predictions in load_exports(tmp_path / "export", images, fresh_process).items():
         for image in images:
             label, probability = predictions[image]
             assert label == expected[image][0], (export, image)
             assert probability == pytest.approx(expected[image][1], abs=1e-5), (export, image)
 
 
-def test_predict_and_the_exports_make_images_square_as_the_data_was_built(trained, tmp_path):
+def test_predict_and_the_exports_make_images_square_as_the_data_was_built(trained, tmp_path, fresh_process):
     # The data a model trained on was built with --resize crop: a wide photo whose centre square
     # is a test image must then be classified as that image, by predict.py and every export.
     model_dir, data_dir = trained
@@ -201,8 +222,13 @@ def test_predict_and_the_exports_make_images_square_as_the_data_was_built(traine
     Image.fromarray(wide).save(tmp_path / "wide.png")
     images = [str(original), str(tmp_path / "wide.png")]
 
-    predicted = predict(model_dir, *images, "--data_dir", cropped_data, "--output", tmp_path / "p.csv")
-    squashed = predict(model_dir, *images, "--output", tmp_path / "squashed.csv")  # its own data: squash
+    run = run_script if fresh_process else run_in_process
+    predicted = run(
+        "predict.py", "--model_dir", model_dir, *images, "--data_dir", cropped_data, "--output", tmp_path / "p.csv"
+    )
+    squashed = run(
+        "predict.py", "--model_dir", model_dir, *images, "--output", tmp_path / "squashed.csv"
+    )  # its own data: squash
 
     assert predicted.returncode == 0 and squashed.returncode == 0, predicted.stderr + squashed.stderr
     rows = read_csv(tmp_path / "p.csv")
@@ -214,11 +240,9 @@ def test_predict_and_the_exports_make_images_square_as_the_data_was_built(traine
     squashed_rows = read_csv(tmp_path / "squashed.csv")
     assert squashed_rows[images[1]]["probability_1"] != rows[images[1]]["probability_1"]
 
-    exported = run_script(
-        "export.py", "--model_dir", model_dir, "--data_dir", cropped_data, "--output_dir", tmp_path / "e"
-    )
+    exported = run("export.py", "--model_dir", model_dir, "--data_dir", cropped_data, "--output_dir", tmp_path / "e")
     assert exported.returncode == 0, exported.stderr
-    for export, predictions in load_exports(tmp_path / "e", images).items():
+    for export, predictions in load_exports(tmp_path / "e", images, fresh_process).items():
         for image in images:
             assert predictions[image][0] == rows[image]["class_1"], (export, image)
             assert predictions[image][1] == pytest.approx(float(rows[image]["probability_1"]), abs=1e-5), export

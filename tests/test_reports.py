@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_script, train_experiment, write_built_dataset
+from conftest import run_in_process, train_in_process, write_built_dataset
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -35,8 +35,8 @@ def evaluated(tmp_path_factory):
     data_dir = write_built_dataset(root / "16x16_HANDS", seed=5, num_test=30)
     (data_dir / "classes.json").write_text(json.dumps(dict(enumerate(CLASSES))))
     model_dir = root / "experiment"
-    train_experiment(model_dir, data_dir, num_epochs=3)
-    result = run_script("evaluate.py", "--model_dir", model_dir)  # the data the run trained on
+    train_in_process(model_dir, data_dir, num_epochs=3)
+    result = run_in_process("evaluate.py", "--model_dir", model_dir)  # the data the run trained on
     assert result.returncode == 0, result.stderr
     return model_dir, result
 
@@ -117,7 +117,7 @@ def test_overwrite_clears_the_earlier_runs_hparams(evaluated, tmp_path):
     data_dir = evaluated[0].parent / "16x16_HANDS"
     model_dir = shutil.copytree(evaluated[0], tmp_path / "experiment")  # the other tests read the original
 
-    result = run_script(
+    result = run_in_process(
         "train.py", "--model_dir", model_dir, "--data_dir", data_dir, "--overwrite", "--param", "num_epochs=1"
     )
 

@@ -1,7 +1,14 @@
-"""search_hyperparams.py as a user runs it: search.json mistakes, grid and random trials,
-skipping finished trials, isolating failed ones, launchers, interrupting and resuming."""
+"""search_hyperparams.py: search.json mistakes, grid and random trials, skipping finished trials,
+isolating failed ones, launchers, interrupting and resuming.
+
+The fast tests run the search in the test's process, each trial trained by the stand-in train.py
+of tests/stub_scripts (no TensorFlow: a trial takes a fraction of a second); the `trainer`
+fixture runs the tests that hold for both also as a user runs them, each trial a real train.py
+(end-to-end tier, like the tests marked slow here).
+"""
 
 import ast
+import concurrent.futures
 import json
 import re
 import shlex
@@ -13,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_in_process, run_script, tiny_params
+
+from search import runner
 
 LOG_UNIFORM_LR = {"distribution": "log_uniform", "low": 1e-4, "high": 1e-1}
 
@@ -29,10 +38,16 @@ def make_search(parent, space, **params):
 
 
 def search_args(parent, data_dir, *args):
-    return ["--parent_dir", str(parent), "--data_dir", str(data_dir), *args]
+    return ["--parent_dir", str(parent), "--data_dir", str(data_dir), *map(str, args)]
 
 
-def search(parent, data_dir, *args):
+def search(parent, data_dir, *args, env=None):
+    """The search, run in this process."""
+    return run_in_process("search_hyperparams.py", *search_args(parent, data_dir, *args), env=env)
+
+
+def search_for_real(parent, data_dir, *args):
+    """The search as a user runs it, each trial a real train.py (end-to-end tests)."""
     return run_script("search_hyperparams.py", *search_args(parent, data_dir, *args))
 
 
@@ -193,13 +208,16 @@ def test_random_search_draws_valid_values_the_same_way_each_time(tmp_path):
 # Running trials
 
 
-def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_dataset):
+def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_dataset, trainer):
     # Two jobs at once, each trial started by a --launcher, in a folder whose name has a space
     parent = make_search(tmp_path / "my search", {"learning_rate": [0.01, 0.02]}, num_epochs=1)
     trials = [parent / "learning_rate_0.01", parent / "learning_rate_0.02"]
     record = tmp_path / "launched.jsonl"
+    launcher = recording_launcher(tmp_path, record)
 
-    result = search(parent, built_dataset, "--jobs", "2", "--launcher", recording_launcher(tmp_path, record))
+    result = trainer.run(
+        "search_hyperparams.py", *search_args(parent, built_dataset, "--jobs", 2, "--launcher", launcher)
+    )
 
     assert result.returncode == 0, result.stderr
     assert "Search finished: 2 done, 0 skipped (finished before), 0 failed" in result.stderr
@@ -211,30 +229,30 @@ def test_grid_search_trains_every_trial_and_a_rerun_skips_them(tmp_path, built_d
     assert "2 done" in (parent / "search.log").read_text()
     commands = launched(record)  # each with its arguments intact
     assert sorted(model_dir_of(command) for command in commands) == list(map(str, trials))
-    assert all(command[:2] == [sys.executable, str(REPO / "train.py")] for command in commands)
+    assert all(command[:2] == [sys.executable, str(trainer.scripts / "train.py")] for command in commands)
 
-    table = run_script("synthesize_results.py", "--parent_dir", parent, "--split", "test")
+    table = trainer.run("synthesize_results.py", "--parent_dir", parent, "--split", "test")
     assert table.stdout.count("not evaluated") == 2 and "unfinished" not in table.stdout
 
     # A rerun trains nothing again; with --evaluate, it evaluates each trial on test
     weights_before = weight_files(*trials)
-    rerun = search(parent, built_dataset, "--evaluate")
+    rerun = trainer.run("search_hyperparams.py", *search_args(parent, built_dataset, "--evaluate"))
 
     assert rerun.returncode == 0, rerun.stderr
     assert "Search finished: 0 done, 2 skipped (finished before), 0 failed" in rerun.stderr
     assert weight_files(*trials) == weights_before
     for trial in trials:
         assert 0.0 <= read_json(trial / "metrics_test_best_weights.json")["accuracy"] <= 1.0
-    table = run_script("synthesize_results.py", "--parent_dir", parent, "--split", "test")
+    table = trainer.run("synthesize_results.py", "--parent_dir", parent, "--split", "test")
     assert "not evaluated" not in table.stdout and table.stdout.count("learning_rate_0.0") == 2
 
 
-def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_dataset):
+def test_failed_trial_is_reported_and_the_others_still_run(tmp_path, built_dataset, trainer):
     # The data is 16x16 pixels: the trial with image_size 32 stops with an error
     parent = make_search(tmp_path / "search", {"image_size": [16, 32]}, num_epochs=1)
     good, bad = parent / "image_size_16", parent / "image_size_32"
 
-    result = search(parent, built_dataset)
+    result = trainer.run("search_hyperparams.py", *search_args(parent, built_dataset))
 
     assert result.returncode == 1
     assert (good / "metrics_eval_best_weights.json").exists()
@@ -268,6 +286,21 @@ def test_a_launcher_that_cannot_start_is_refused_before_any_trial(tmp_path, buil
     assert not (parent / "optuna_journal.log").exists(), "no study trial may be left running"
 
 
+def test_a_failed_trials_message_is_reported_alone_among_another_processs_lines(tmp_path, built_dataset, stand_in):
+    # After a kill -9 of a search, its train.py can go on and write into the trial's output.log:
+    # the stand-in's message comes in the middle of such progress lines, on one of them.
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01]}, num_epochs=3)
+    message = "Another train.py is writing into the trial's folder right now."
+
+    result = search(parent, built_dataset, env={"STUB_ERROR": message})
+
+    assert result.returncode == 1, result.stderr
+    reason = result.stderr.split("failed (exit 2):\n")[1].splitlines()
+    assert reason[0].strip() == f"Error: {message}", result.stderr
+    assert not reason[1].startswith("    "), "the message alone, not the other process's lines"
+
+
+@pytest.mark.slow
 def test_a_trial_refused_by_a_train_py_still_running_in_its_folder_says_so(tmp_path, built_dataset):
     # After a kill -9 of a search, its train.py can go on; the search run again must report the
     # lock, not the other process's progress lines, which land in the same output.log.
@@ -281,7 +314,7 @@ def test_a_trial_refused_by_a_train_py_still_running_in_its_folder_says_so(tmp_p
         orphan = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
         wait_for((trial / "last_weights").exists, orphan, 180, "the orphan's first epoch")
-        result = search(parent, built_dataset)
+        result = search_for_real(parent, built_dataset)
     finally:
         orphan.kill()
         orphan.wait()
@@ -323,7 +356,56 @@ def wait_for(condition, process, timeout, what):
         time.sleep(0.01)
 
 
-def test_interrupted_search_stops_its_trials_and_the_same_command_resumes_it(tmp_path, built_dataset):
+def press_ctrl_c_when(condition, monkeypatch):
+    """The next search run in this process meets Ctrl-C once condition() holds, where a user's Ctrl-C
+    (or SIGTERM) reaches it: in its main thread, as it waits for its trials."""
+
+    def as_completed(futures):
+        while not condition():
+            assert not all(future.done() for future in futures), "the trials ended before the Ctrl-C"
+            time.sleep(0.01)
+        monkeypatch.setattr(runner, "as_completed", concurrent.futures.as_completed)  # once
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "as_completed", as_completed)
+
+
+def test_interrupted_search_stops_its_trials_and_the_same_command_resumes_it(
+    tmp_path, built_dataset, stand_in, monkeypatch
+):
+    # Trial 2's stand-in trains its first epoch, then no further until it is stopped; Ctrl-C comes
+    # once that epoch is saved.
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=3)
+    first, second = parent / "learning_rate_0.01", parent / "learning_rate_0.02"
+    args = search_args(parent, built_dataset, "--jobs", "1")
+    press_ctrl_c_when((second / "metrics_eval_best_weights.json").exists, monkeypatch)
+
+    stopped = run_in_process("search_hyperparams.py", *args, env={"STUB_HOLD_IN": second.name})
+
+    assert stopped.returncode == 130, stopped.stderr
+    assert "run the same command again to resume it" in stopped.stderr
+    assert epochs_done(first) == 3
+    assert epochs_done(second) == 1, "trial 2 must have been stopped before its last epoch"
+    assert running_processes_mentioning(str(second)) == [], "an interrupted search must stop its trials"
+    assert "Stopped after 1 epochs" in (second / "train.log").read_text(), "stopped cleanly, by the search"
+
+    first_weights = weight_files(first)
+    rerun = run_in_process("search_hyperparams.py", *args)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Search finished: 1 done, 1 skipped (finished before), 0 failed" in rerun.stderr
+    assert weight_files(first) == first_weights
+    assert "Restored" in (second / "train.log").read_text()
+    assert epochs_done(second) == 3
+
+    results = run_in_process("synthesize_results.py", "--parent_dir", parent)
+    assert results.returncode == 0, results.stderr
+    assert first.name in results.stdout and second.name in results.stdout
+    assert "unfinished" not in results.stdout
+
+
+@pytest.mark.slow
+def test_a_real_search_interrupted_stops_its_train_py_and_the_same_command_resumes_it(tmp_path, built_dataset):
     # Long epochs (48 steps): trial 2 is still training when the SIGTERM reaches it, however busy the machine.
     parent = make_search(tmp_path / "search", {"learning_rate": [0.01, 0.02]}, num_epochs=3, batch_size=2)
     first, second = parent / "learning_rate_0.01", parent / "learning_rate_0.02"
@@ -384,15 +466,16 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_trial_stopped_right_after_saving_last_weights_gets_its_best_weights_on_rerun(tmp_path, built_dataset):
     parent = make_search(tmp_path / "search", {"learning_rate": [0.01]}, num_epochs=1)
     trial = parent / "learning_rate_0.01"
     stopper = tmp_path / "stop_after_last_weights.py"
     stopper.write_text(STOP_AFTER_LAST_WEIGHTS)
 
-    stopped = search(parent, built_dataset, "--launcher", shlex.join([sys.executable, str(stopper)]))
+    stopped = search_for_real(parent, built_dataset, "--launcher", shlex.join([sys.executable, str(stopper)]))
     assert stopped.returncode == 1 and "Interrupted." in stopped.stderr
-    rerun = search(parent, built_dataset)
+    rerun = search_for_real(parent, built_dataset)
 
     assert rerun.returncode == 0, rerun.stderr
     assert (trial / "best_weights").is_dir(), rerun.stderr

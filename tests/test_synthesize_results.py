@@ -1,10 +1,11 @@
-"""synthesize_results.py over hand-written experiment folders: the table's rows, columns and files."""
+"""synthesize_results.py over hand-written experiment folders: the table's rows, columns and files
+(run in the test's process)."""
 
 import csv
 import json
 
 import pytest
-from conftest import run_script
+from conftest import run_in_process
 
 BASE_PARAMS = {"learning_rate": 0.001, "batch_size": 32, "num_epochs": 10}
 
@@ -23,7 +24,7 @@ def metrics(accuracy, loss=1.0):
 
 
 def synthesize(parent, *args):
-    return run_script("synthesize_results.py", "--parent_dir", parent, *args)
+    return run_in_process("synthesize_results.py", "--parent_dir", parent, *args)
 
 
 def read_csv(parent, name="results.csv"):

@@ -1,4 +1,5 @@
-"""A real TensorBoard over a finished search: what its HParams, scalars and images dashboards show."""
+"""A real TensorBoard over a finished search: what its HParams, scalars and images dashboards show.
+End-to-end tier: a search with real train.py trials, then a TensorBoard server."""
 
 import json
 import socket
@@ -11,6 +12,8 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import run_script, tiny_params, write_signs_split
+
+pytestmark = pytest.mark.slow
 
 LEARNING_RATES = (0.01, 0.02)
 TRIALS = [f"learning_rate_{lr}" for lr in LEARNING_RATES]

@@ -1,5 +1,6 @@
 """The training controls of params.json: learning-rate schedules, early stopping, the optimizer
-and class weights; and the debug mode's batch."""
+and class weights; and the debug mode's batch. train.py runs in the test's process, except in
+the end-to-end test (marked slow), which kills it."""
 
 import json
 import math
@@ -8,9 +9,9 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_script, tiny_params
+from conftest import run_in_process, run_script, tiny_params
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_interruptions import start_training, wait_for
+from test_interruptions import signal_in_epoch, start_training, wait_for
 
 from model import model_fn
 from model.input_fn import stratified_sample, train_and_dev
@@ -68,6 +69,29 @@ def learning_rates(model_dir):
     return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("learning_rate")}
 
 
+def test_a_run_stopped_and_resumed_continues_the_schedule_where_it_stopped(trained_once, tmp_path, monkeypatch):
+    schedule = dict(lr_schedule="cosine", warmup_epochs=1, num_epochs=4, save_summary_steps=1, batch_size=8)
+    rates = {}
+    for name in ("uninterrupted", "interrupted"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(tiny_params(**schedule)))
+        if name == "interrupted":  # stopped (SIGTERM) in its third epoch, then resumed
+            with monkeypatch.context() as patch:
+                signal_in_epoch(folder, 3, signal.SIGTERM, patch)
+                stopped = run_in_process("train.py", "--model_dir", folder, "--data_dir", trained_once.data_dir)
+            assert stopped.returncode == 130, stopped.stderr
+        args = ("--restore_from", folder / "last_weights") if name == "interrupted" else ()
+        result = run_in_process("train.py", "--model_dir", folder, "--data_dir", trained_once.data_dir, *args)
+        assert result.returncode == 0, result.stderr
+        rates[name] = learning_rates(folder)
+
+    assert len(rates["uninterrupted"]) == 4 * 12  # 96 images in batches of 8, every step
+    assert rates["interrupted"] == pytest.approx(rates["uninterrupted"])
+    assert rates["uninterrupted"][1] < rates["uninterrupted"][12] > rates["uninterrupted"][48]  # warm-up, decay
+
+
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_schedule_where_it_stopped(built_dataset, tmp_path):
     schedule = dict(lr_schedule="cosine", warmup_epochs=1, num_epochs=4, save_summary_steps=1, batch_size=8)
     rates = {}
@@ -96,14 +120,15 @@ def test_a_resumed_run_continues_the_schedule_where_it_stopped(built_dataset, tm
 def train(model_dir, data_dir, *params, resume=False):
     args = [arg for param in params for arg in ("--param", param)]
     args += ["--restore_from", model_dir / "last_weights"] if resume else []
-    return run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *args)
+    return run_in_process("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *args)
 
 
 # Without batch norm and with a learning rate of ~0, the network never changes: nor does its dev accuracy.
 FROZEN = ("use_batch_norm=false", "learning_rate=1e-30", "num_epochs=8")
 
 
-def test_early_stopping_stops_after_patience_epochs_without_improvement(built_dataset, model_dir):
+def test_early_stopping_stops_after_patience_epochs_without_improvement(trained_once, model_dir):
+    built_dataset = trained_once.data_dir
     result = train(model_dir, built_dataset, *FROZEN, "early_stopping_patience=2")
 
     assert result.returncode == 0, result.stderr
@@ -123,8 +148,8 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(built_da
     assert "Epoch 7/8 - Train" not in raised.stderr  # 3 more epochs without progress
 
 
-def test_early_stopping_is_off_by_default(built_dataset, model_dir):
-    result = train(model_dir, built_dataset, *FROZEN[:2], "num_epochs=4")
+def test_early_stopping_is_off_by_default(trained_once, model_dir):
+    result = train(model_dir, trained_once.data_dir, *FROZEN[:2], "num_epochs=4")
     assert result.returncode == 0, result.stderr
     assert len((model_dir / "history.jsonl").read_text().splitlines()) == 4
     assert json.loads((model_dir / "run.json").read_text())["status"] == "finished"
@@ -195,9 +220,9 @@ def test_the_overfit_batch_is_seeded_and_drawn_from_every_class():
     assert files != stratified_sample(filenames, labels, 6, seed=231)[0]
 
 
-def test_the_debug_mode_batch_holds_every_class(built_dataset, tmp_path):
+def test_the_debug_mode_batch_holds_every_class(trained_once, tmp_path):
     # The first 16 files in name order are all of class 0: the batch must not be them.
-    splits = {split: list_split(built_dataset, split) for split in ("train", "dev")}
+    splits = {split: list_split(trained_once.data_dir, split) for split in ("train", "dev")}
     batches, _ = train_and_dev(splits, make_params(tmp_path, overfit_batches=1, batch_size=12))
     [(_, labels)] = list(batches)
     assert sorted(labels.numpy()) == [label for label in range(6) for _ in range(2)]

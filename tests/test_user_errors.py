@@ -1,7 +1,6 @@
 """Every user mistake gets one clear message and exit status 2, never a traceback.
 
-Each case is the command a user would type after making the mistake (run in the test's
-process: the script stops before it trains, so no TensorFlow start-up per case).
+Each case is the command a user would type after making the mistake, run in the test's process.
 """
 
 import json
@@ -10,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_in_process, run_script, tiny_params, write_signs_split
+from conftest import run_in_process, tiny_params, write_signs_split
 
 
 def write_params(model_dir, params):
@@ -32,12 +31,7 @@ def assert_user_error(result, *fragments):
 
 
 def train(model_dir, data_dir, *args):
-    """train.py, for a run that stops on a mistake."""
     return run_in_process("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *args)
-
-
-def train_for_real(model_dir, data_dir, *args):
-    return run_script("train.py", "--model_dir", model_dir, "--data_dir", data_dir, *args)
 
 
 # (case name, params.json content, what the message must say)
@@ -111,8 +105,8 @@ def test_evaluate_before_training(built_dataset, model_dir):
     assert_user_error(result, "best_weights", "no such weights folder")
 
 
-def test_checkpoint_of_another_architecture(built_dataset, model_dir):
-    assert train_for_real(model_dir, built_dataset).returncode == 0
+def test_checkpoint_of_another_architecture(trained, trained_once):
+    model_dir, built_dataset = trained, trained_once.data_dir  # trained with tiny_params()
     write_params(model_dir, tiny_params(num_channels=8, num_epochs=3))
 
     result = train(model_dir, built_dataset, "--restore_from", "last_weights")
@@ -120,7 +114,7 @@ def test_checkpoint_of_another_architecture(built_dataset, model_dir):
     assert_user_error(
         result, "do not fit the network", "layer 1 kernel is [3, 3, 3, 4] in the weights but [3, 3, 3, 8]"
     )
-    evaluate = run_script("evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset)
+    evaluate = run_in_process("evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset)
     assert evaluate.returncode == 0, "evaluate.py must use the hyperparameters the weights were trained with"
 
 
@@ -134,12 +128,7 @@ def test_checkpoint_without_a_model(built_dataset, model_dir, tmp_path):
 
 
 def test_resuming_across_a_change_of_mixed_precision(built_dataset, model_dir):
-    assert (
-        train_for_real(
-            model_dir, built_dataset, "--param", "mixed_precision=true", "--param", "num_epochs=1"
-        ).returncode
-        == 0
-    )
+    assert train(model_dir, built_dataset, "--param", "mixed_precision=true", "--param", "num_epochs=1").returncode == 0
     last_weights = model_dir / "last_weights"
     resume = ("--restore_from", last_weights, "--param", "num_epochs=2")
 
@@ -147,6 +136,6 @@ def test_resuming_across_a_change_of_mixed_precision(built_dataset, model_dir):
 
     assert_user_error(result, str(last_weights), "with mixed_precision = true", "this run has mixed_precision = false")
     # The refused run left the weights as they were: resuming with their setting continues them.
-    resumed = train_for_real(model_dir, built_dataset, *resume, "--param", "mixed_precision=true")
+    resumed = train(model_dir, built_dataset, *resume, "--param", "mixed_precision=true")
     assert resumed.returncode == 0, resumed.stderr
     assert "1 epochs done" in resumed.stderr

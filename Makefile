@@ -42,10 +42,10 @@ train: install ## Train MODEL_DIR, continuing from its last_weights if it has so
 evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
 	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)
 
-test: install ## Run the fast test suite
+test: install ## Run the fast tests, each script in the test process (about 2 minutes): after each edit
 	$(PYTHON) -m pytest
 
-test-all: install ## Run every test, slow ones included
+test-all: install ## Run the fast and the end-to-end tests (subprocesses, kills, full disks, servers)
 	$(PYTHON) -m pytest -m ""
 
 bench: install ## Measure the template's speed on this machine (benchmarks/benchmark.py)

@@ -68,11 +68,7 @@ def find_experiments(parent_dir, split):
 
 def numbers_of(metrics, path):
     """The metrics that are finite numbers; any other (text, Infinity, NaN) is left blank, with a warning."""
-    numbers = {
-        key: value
-        for key, value in metrics.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    }
+    numbers = {key: value for key, value in metrics.items() if type(value) in (int, float) and math.isfinite(value)}
     if odd := [key for key in metrics if key not in numbers and key not in ("per_class", "confusion_matrix")]:
         logging.warning(f"Warning: {path}: {', '.join(odd)} is not a finite number: left blank")
     return numbers

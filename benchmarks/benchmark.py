@@ -69,21 +69,23 @@ def median_seconds(run, repeats):
 def interleaved_median_seconds(runs, repeats):
     """{name: median seconds} of each function in `runs`, timed in turn `repeats` times after a warm-up."""
     times = {name: [] for name in runs}
-    for round in range(repeats + 1):
+    for _ in range(repeats + 1):
         for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            if round > 0:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append(timed(run))
+    return {name: statistics.median(values[1:]) for name, values in times.items()}  # values[0]: the warm-up
+
+
+def timed(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def make_dataset(folder, num_images):
     """A train split of num_images 64x64 demo JPEGs; returns (files, labels, images in memory)."""
     generate_signs(folder, num_images, image_size=64, test_fraction=0.0)
     files, labels = list_split(folder, "train")
-    images = np.stack([np.asarray(Image.open(f), np.float32) / 255 for f in files])
-    return files, labels, images
+    return files, labels, np.stack([np.asarray(Image.open(f), np.float32) / 255 for f in files])
 
 
 def template_training(params, dataset, summaries, **changes):
@@ -117,8 +119,7 @@ def matmul_flops_per_second(size=2048, repeats=10):
     """The machine's float32 matrix-multiply rate, measured with TensorFlow."""
     a = tf.random.normal([size, size])
     matmul = tf.function(lambda a: tf.matmul(a, a))
-    seconds = median_seconds(lambda: matmul(a).numpy(), repeats)
-    return 2 * size**3 / seconds
+    return 2 * size**3 / median_seconds(lambda: matmul(a).numpy(), repeats)
 
 
 def training_flops_per_image(keras_model):
@@ -133,12 +134,6 @@ def training_flops_per_image(keras_model):
         elif isinstance(layer, tf.keras.layers.Dense):
             flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
     return 3 * flops
-
-
-def timed(run):
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 def write_photos(folder, num_photos, size=3000):
@@ -181,14 +176,12 @@ def main():
         # 1. The template's training path against Keras model.fit, and 2. against in-memory tensors
         files_dataset = input_fn(True, files, labels, params)
         memory_dataset = in_memory_dataset(params, images, labels, files_dataset.options())
-        seconds = interleaved_median_seconds(
-            {
-                "files": template_training(params, files_dataset, f"{tmp}/files"),
-                "fit": keras_fit(params, images, labels),
-                "memory": template_training(params, memory_dataset, f"{tmp}/memory"),
-            },
-            args.repeats,
-        )
+        runs = {
+            "files": template_training(params, files_dataset, f"{tmp}/files"),
+            "fit": keras_fit(params, images, labels),
+            "memory": template_training(params, memory_dataset, f"{tmp}/memory"),
+        }
+        seconds = interleaved_median_seconds(runs, args.repeats)
         figures["train_images_per_s"] = n / seconds["files"]
         figures["keras_fit_images_per_s"] = n / seconds["fit"]
         figures["train_ratio_vs_keras_fit"] = seconds["fit"] / seconds["files"]
@@ -214,14 +207,12 @@ def main():
         figures["eval_images_per_s"] = n / eval_s
 
         # The accelerator knobs, on this machine (they are off by default on CPU)
-        knob_seconds = interleaved_median_seconds(
-            {
-                "default": template_training(params, files_dataset, f"{tmp}/default"),
-                "jit_compile": template_training(params, files_dataset, f"{tmp}/jit", jit_compile=True),
-                "mixed_precision": template_training(params, files_dataset, f"{tmp}/mixed", mixed_precision=True),
-            },
-            max(1, args.repeats // 2),  # a mixed_float16 epoch is slow on a CPU
-        )
+        knobs = {
+            "default": template_training(params, files_dataset, f"{tmp}/default"),
+            "jit_compile": template_training(params, files_dataset, f"{tmp}/jit", jit_compile=True),
+            "mixed_precision": template_training(params, files_dataset, f"{tmp}/mixed", mixed_precision=True),
+        }
+        knob_seconds = interleaved_median_seconds(knobs, max(1, args.repeats // 2))  # mixed_float16 is slow on a CPU
         figures["jit_compile_speedup"] = knob_seconds["default"] / knob_seconds["jit_compile"]
         figures["mixed_precision_speedup"] = knob_seconds["default"] / knob_seconds["mixed_precision"]
 

@@ -1,9 +1,8 @@
 """Draw a synthetic stand-in for the SIGNS dataset (hands showing 0 to 5 fingers), which cannot be shipped.
 
-Each hand raises `label` fingers, the rest folded into knuckle bumps, on a cluttered background.
-Pose, size, skin tone, clutter, lighting, blur, noise and JPEG quality vary, so that the label
-can only be read from the fingers. The files follow the raw SIGNS layout of build_dataset.py:
-data_dir/{train,test}_signs/{label}_IMG_{id}.jpg
+Each hand raises `label` fingers, the rest folded into knuckle bumps, on a cluttered background. Pose, size,
+skin tone, clutter, lighting, blur, noise and JPEG quality vary, so that the label can only be read from the
+fingers. The files follow the raw SIGNS layout of build_dataset.py: data_dir/{train,test}_signs/{label}_IMG_{id}.jpg
 """
 
 import os
@@ -39,8 +38,7 @@ JPEG_QUALITY_RANGE = (85, 95)
 
 # Skin tones from light to dark (RGB); a tone is picked anywhere between them.
 SKIN_TONES = np.array(
-    [(255, 224, 196), (234, 189, 157), (210, 150, 105), (170, 110, 70), (120, 75, 45), (75, 48, 32)],
-    dtype=float,
+    [(255, 224, 196), (234, 189, 157), (210, 150, 105), (170, 110, 70), (120, 75, 45), (75, 48, 32)], dtype=float
 )
 
 FINGER_NAMES = ("thumb", "index", "middle", "ring", "pinky")
@@ -75,8 +73,7 @@ def random_ramp(rng, size):
     """A size x size array going from 0 to 1 in a random direction."""
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.ogrid[0:size, 0:size]  # a column and a row, broadcast below
-    ramp = 0.5 + (xs / size - 0.5) * np.cos(angle) + (ys / size - 0.5) * np.sin(angle)
-    return np.clip(ramp, 0, 1)
+    return np.clip(0.5 + (xs / size - 0.5) * np.cos(angle) + (ys / size - 0.5) * np.sin(angle), 0, 1)
 
 
 def draw_background(rng, size, skin):
@@ -115,10 +112,7 @@ class HandPose:
         cos, sin = np.cos(self.angle), np.sin(self.angle)
         rotated_x, rotated_y = x * cos - y * sin, x * sin + y * cos
         # Image rows grow downwards, hand coordinates grow upwards.
-        return np.stack(
-            [self.centre[0] + self.palm_width * rotated_x, self.centre[1] - self.palm_width * rotated_y],
-            axis=1,
-        )
+        return self.centre + self.palm_width * np.stack([rotated_x, -rotated_y], axis=1)
 
 
 def draw_capsule(draw, pose, start, end, width, fill, edge):
@@ -229,8 +223,7 @@ def draw_sign(label, rng, image_size=256):
     skin = random_skin_tone(rng)
     canvas = draw_background(rng, image_size * SUPERSAMPLE, skin)
     draw_hand(canvas, label, rng, skin)
-    image = canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
-    return apply_camera_effects(image, rng)
+    return apply_camera_effects(canvas.resize((image_size, image_size), Image.Resampling.LANCZOS), rng)
 
 
 def _draw_and_save(task):
@@ -268,7 +261,5 @@ def generate_signs(data_dir, num_images, seed=230, image_size=256, test_fraction
         tasks.append((index, int(label), folder / f"{label}_IMG_{index:05d}.jpg", seed, image_size))
 
     with worker_pool(workers or os.cpu_count()) as pool:
-        progress = pool.imap_unordered(_draw_and_save, tasks, chunksize=8)
-        for _ in tqdm(progress, total=len(tasks), desc="Drawing demo hands"):
-            pass
+        list(tqdm(pool.imap_unordered(_draw_and_save, tasks, chunksize=8), total=len(tasks), desc="Drawing demo hands"))
     return {"train_signs": int((~is_test).sum()), "test_signs": int(is_test.sum())}

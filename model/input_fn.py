@@ -1,10 +1,8 @@
 """The input pipeline: image files -> batches of (images, labels), with tf.data.
 
-The order of the steps follows TensorFlow's tf.data performance guide: parallel decoding,
-`cache` after the expensive decode so later epochs skip it, `shuffle` before the random
-augmentation so every epoch sees new variants of the same images, `prefetch` last so the
-next batch is prepared while the model trains on the current one.
-"""
+The order of the steps follows TensorFlow's tf.data performance guide: parallel decoding, `cache` after the expensive
+decode so later epochs skip it, `shuffle` before the random augmentation so every epoch sees new variants of the same
+images, `prefetch` last so the next batch is prepared while the model trains on the current one."""
 
 import atexit
 import logging

@@ -1,10 +1,9 @@
 """The model: the networks, the loss, the metrics and the optimizer. This is the file to edit.
 
-A network is a function `params -> keras.Model` returning logits. @network registers it under
-its name with the hyperparameters only it uses; "model_version" in params.json picks one. Any
-other function here declares the hyperparameters it reads with @hyperparameters, above it:
-each key, its default and its valid values, so that params.json is checked before a run starts.
-"""
+A network is a function `params -> keras.Model` returning logits. @network registers it under its name with the
+hyperparameters only it uses; "model_version" in params.json picks one. Any other function here declares the
+hyperparameters it reads with @hyperparameters, above it: each key, its default and its valid values, so that
+params.json is checked before a run starts."""
 
 import tensorflow as tf
 

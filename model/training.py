@@ -19,7 +19,7 @@ from model.utils.params import LOWER_IS_BETTER, Params, build_network
 
 keras = tf.keras
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch
-MAX_MISCLASSIFIED_IMAGES = 6
+MAX_MISCLASSIFIED = 6
 
 
 @dataclass
@@ -209,13 +209,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, clas
             log_metrics("Train", epoch, params, train, time.perf_counter() - start)
 
             dev, misclassified, _ = evaluate(
-                eval_step,
-                spec.eval_metrics,
-                dev_dataset,
-                params.num_labels,
-                "Dev",
-                MAX_MISCLASSIFIED_IMAGES,
-                spec.strategy,
+                eval_step, spec.eval_metrics, dev_dataset, params.num_labels, "Dev", MAX_MISCLASSIFIED, spec.strategy
             )
             log_metrics("Eval", epoch, params, dev)
             step = int(spec.optimizer.iterations.numpy())

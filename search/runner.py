@@ -8,6 +8,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,32 +77,23 @@ def run_search(sampler, base_params, train_command, jobs, threads):
             for future in as_completed(futures):
                 future.result()
         except BaseException as error:  # Ctrl-C, SIGTERM, or a trial folder in the way
-            stop_trials()
+            STOPPING.set()  # every running trial is asked to stop (train.py then exits cleanly), and waited for
+            for process in list(RUNNING):
+                process.terminate()
+            for process in list(RUNNING):
+                process.wait()
             if isinstance(error, KeyboardInterrupt):
                 logging.info("Search interrupted: run the same command again to resume it")
             raise
     progress.close()
 
 
-def stop_trials():
-    """Asks every running trial to stop (train.py then exits cleanly) and waits for them."""
-    STOPPING.set()
-    for process in list(RUNNING):
-        process.terminate()
-    for process in list(RUNNING):
-        process.wait()
-
-
 def run_trial(command, trial_dir, threads, watch=None):
     """Runs one trial to the end; returns its exit status and why it failed (lines of its output).
     When `watch` returns True, the trial is asked to stop (SIGTERM: train.py stops between two steps)."""
     # Share the cores between concurrent trials instead of letting each one take them all.
-    env = {
-        **os.environ,
-        "TF_NUM_INTRAOP_THREADS": str(threads),
-        "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
-        "OMP_NUM_THREADS": str(threads),
-    }
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    env["TF_NUM_INTEROP_THREADS"] = str(min(threads, 2))
     output_path = Path(trial_dir) / "output.log"
     with open_regular(output_path, append=True) as output:
         start = output.tell()  # this run's output begins here (an earlier one's is above)
@@ -112,10 +104,12 @@ def run_trial(command, trial_dir, threads, watch=None):
         except OSError as error:
             return 127, [f"{command[0]} cannot be started: {error.strerror}"]
         RUNNING.add(process)
-        while (returncode := poll(process, timeout=1.0)) is None:
+        while (returncode := process.poll()) is None:
             if watch is not None and watch():
                 process.terminate()
                 watch = None
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=1.0)
         RUNNING.discard(process)
     with open(output_path, errors="replace") as output:
         output.seek(start)
@@ -125,14 +119,6 @@ def run_trial(command, trial_dir, threads, watch=None):
     # earlier search's train.py still running) can put its lines around it, even on its line.
     errors = [line[line.index("Error: ") :] for line in lines if "Error: " in line]
     return returncode, errors[-1:] or lines[-6:]
-
-
-def poll(process, timeout):
-    """The process's exit status, or None if it is still running after `timeout` seconds."""
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return None
 
 
 def is_finished(trial_dir, num_epochs):

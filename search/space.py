@@ -35,8 +35,8 @@ class Distribution:
     suggest: Callable  # (optuna trial, key, spec) -> a value, for TPE
 
 
-def four_digits(value):  # readable folder names, and no loss that matters
-    return float(f"{value:.4g}")
+def four_digits(value):  # floats only: readable folder names, and no loss that matters
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 DISTRIBUTIONS = {

@@ -19,6 +19,8 @@ from search.space import four_digits, suggest, trial_name
 
 try:
     import optuna
+    from optuna.pruners import MedianPruner, NopPruner
+    from optuna.samplers import TPESampler
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from optuna.trial import TrialState
 except ImportError:
@@ -50,10 +52,9 @@ class Study:
         self.metric = params.best_metric
         self.study = open_study(storage or parent_dir / JOURNAL_NAME, study_name, self.metric, pruner)
         requeue_stale_trials(self.study)
-        self.done = min(sum(t.state.is_finished() for t in used_trials(self.study)), num_trials)
-        logging.info(
-            f"Study '{study_name}': {len(used_trials(self.study))} of {num_trials} trials run or running already"
-        )
+        used = used_trials(self.study)
+        self.done = min(sum(t.state.is_finished() for t in used), num_trials)
+        logging.info(f"Study '{study_name}': {len(used)} of {num_trials} trials run or running already")
 
     def next(self):
         """The next trial (its values, folder and pruning watcher); None once the study has them all."""
@@ -64,9 +65,7 @@ class Study:
         trial = study.ask()  # a trial queued again comes first, with its values
         trial.set_user_attr("heartbeat", time.time())
         # Seeding by trial number makes a study repeatable, and parallel searches draw differently.
-        study.sampler = optuna.samplers.TPESampler(
-            seed=self.seed + trial.number, n_startup_trials=RANDOM_STARTUP_TRIALS
-        )
+        study.sampler = TPESampler(seed=self.seed + trial.number, n_startup_trials=RANDOM_STARTUP_TRIALS)
         values = suggest(trial, self.space)
         name = trial.user_attrs.get("trial_dir")  # queued again: resume its folder
         if name is None:
@@ -74,8 +73,7 @@ class Study:
                 trial.set_user_attr("not_run", True)  # another search process took the last trial meanwhile
                 study.tell(trial, state=TrialState.FAIL)
                 return None
-            short = {key: four_digits(value) if isinstance(value, float) else value for key, value in values.items()}
-            name = f"trial_{trial.number:03d}-{trial_name(short)}"
+            name = f"trial_{trial.number:03d}-{trial_name({key: four_digits(v) for key, v in values.items()})}"
             trial.set_user_attr("trial_dir", name)
         watch = Watcher(trial, self.parent_dir / name / "history.jsonl", self.metric)
         return Trial(self.parent_dir / name, values, watch, trial.number)
@@ -119,18 +117,11 @@ def open_study(storage, study_name, metric, pruner):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Stop a trial whose dev metric is worse than the median of the finished trials at the same
     # epoch, once two trials have finished; never on its first epoch, which is noisy.
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
-        if pruner == "median"
-        else optuna.pruners.NopPruner()
-    )
+    pruner = MedianPruner(n_startup_trials=2, n_warmup_steps=2) if pruner == "median" else NopPruner()
+    goal = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     try:
         study = optuna.create_study(
-            storage=open_storage(storage),
-            study_name=study_name,
-            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-            pruner=pruner,
-            load_if_exists=True,
+            storage=open_storage(storage), study_name=study_name, direction=goal, pruner=pruner, load_if_exists=True
         )
     except ImportError:  # a database URL whose driver is not installed
         raise UserError(
@@ -154,11 +145,8 @@ def used_trials(study):
     """The trials that count against --num_trials: not those queued again, nor those waiting."""
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get("requeued_from") for t in trials}
-    return [
-        t
-        for t in trials
-        if t.state != TrialState.WAITING and t.number not in requeued and "not_run" not in t.user_attrs
-    ]
+    ran = (t for t in trials if t.state != TrialState.WAITING and "not_run" not in t.user_attrs)
+    return [t for t in ran if t.number not in requeued]
 
 
 def requeue(study, number, died):
@@ -171,9 +159,7 @@ def requeue(study, number, died):
     trial = study.get_trials(deepcopy=False)[number]
     retries = trial.user_attrs.get("retries", 0) + died
     if retries <= MAX_RETRIES:
-        attrs = {"requeued_from": number, "retries": retries}
-        if "trial_dir" in trial.user_attrs:
-            attrs["trial_dir"] = trial.user_attrs["trial_dir"]
+        attrs = {"requeued_from": number, "retries": retries, "trial_dir": trial.user_attrs.get("trial_dir")}
         study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
@@ -199,9 +185,7 @@ class Watcher:
         if time.time() - self.last_heartbeat > HEARTBEAT_SECONDS:
             self.trial.set_user_attr("heartbeat", time.time())
             self.last_heartbeat = time.time()
-        for record in read_json_lines(self.history_path):
-            if record["epoch"] <= self.epochs_reported:
-                continue
+        for record in (r for r in read_json_lines(self.history_path) if r["epoch"] > self.epochs_reported):
             self.trial.report(record[self.metric], step=record["epoch"])
             self.epochs_reported = record["epoch"]
             if self.trial.should_prune():
@@ -221,7 +205,7 @@ def describe(study, parent_dir):
     if counts[TrialState.COMPLETE]:
         best = study.best_trial
         metric = study.user_attrs.get("metric", "metric")
-        values = {key: four_digits(v) if isinstance(v, float) else v for key, v in best.params.items()}
+        values = {key: four_digits(v) for key, v in best.params.items()}
         lines.append(
             f"Best trial: {best.number}, dev {metric} {best.value:.4f} with {values}, "
             f"in {parent_dir / best.user_attrs['trial_dir']}"

@@ -31,7 +31,7 @@ def run_main(main, argv=None):
     """Calls `main(argv)` (None: the command line's); a UserError, a full disk, a forbidden file or
     a path of the wrong kind becomes one message and exit status 2. SIGTERM (from `kill`, job
     schedulers and pre-emption) stops a script as Ctrl-C does."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C does
     signal.signal(signal.SIGINT, signal.default_int_handler)  # quiet_tensorflow's ends here
     try:
         for arg in sys.argv[1:] if argv is None else argv:
@@ -64,10 +64,8 @@ def run_main(main, argv=None):
 
 def check_utf8(text, where):
     """Stops with a clear message if `text` (a path, a name) is not valid UTF-8, which TensorFlow needs."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UserError(not_utf8(text, where)) from None
+    if text.encode("utf-8", "backslashreplace").decode() != text:  # a byte that was not UTF-8 comes out as "\udcff"
+        raise UserError(not_utf8(text, where))
 
 
 def not_utf8(text, where):
@@ -82,10 +80,6 @@ def disk_full(what):
         f"The disk is full: {what or 'a file'} could not be written. Free some space, then run the same command "
         "again (a training run continues with --restore_from MODEL_DIR/last_weights: the epochs it saved are safe)."
     )
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _exit_with(message):

@@ -81,15 +81,6 @@ def write_text_atomic(text, path):
         raise
 
 
-def refuse_link(path):
-    """Stops with a clear message if `path` is a symbolic link: outputs never follow one."""
-    if Path(path).is_symlink():
-        raise UserError(
-            f"{path} is a symbolic link. Outputs are never written through links, so that nothing is "
-            "written outside the folders given: remove the link (its target stays), then run again."
-        )
-
-
 def require_folder(path, hint):
     """Stops with a clear message unless `path` is a folder, saying whether it is missing or a file."""
     if not Path(path).is_dir():
@@ -110,11 +101,15 @@ def check_output(path, folder=False):
 
 def refuse_special(path, folder=False):
     """Stops with a clear message if `path` is a link, or anything but a regular file (a folder if `folder`)."""
-    refuse_link(path)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
+    if stat.S_ISLNK(mode):
+        raise UserError(
+            f"{path} is a symbolic link. Outputs are never written through links, so that nothing is "
+            "written outside the folders given: remove the link (its target stays), then run again."
+        )
     if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
         kind = {stat.S_ISDIR(mode): "a folder", stat.S_ISREG(mode): "a file"}.get(True, "a device, pipe or socket")
         raise UserError(f"{path} is {kind}, not a {'folder' if folder else 'file'}: remove it, or give another path.")

@@ -29,8 +29,7 @@ def read_rgb(path, size):
             # Draft mode lets the JPEG decoder skip detail we would throw away: a 4000x3000 photo
             # is decoded straight at 1/8 scale when only 64x64 is needed (~20x faster).
             image.draft("RGB", (size, size))
-            file_format = image.format
-            image = to_rgb(ImageOps.exif_transpose(image), file_format)  # phones store photos sideways
+            image = to_rgb(ImageOps.exif_transpose(image), image.format)  # phones store photos sideways
     bombs = [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     return image, f"{path}: {bombs[0].message} Read anyway." if bombs else None
 

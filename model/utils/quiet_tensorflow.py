@@ -1,9 +1,8 @@
 """Import TensorFlow without its C++ start-up chatter; scripts import this module first.
 
-TensorFlow prints oneDNN and CUDA notices to the stderr file descriptor before its own logging
-is set up, where TF_CPP_MIN_LOG_LEVEL cannot reach them: stderr points at /dev/null while
-TensorFlow loads and looks for devices. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
-"""
+TensorFlow prints oneDNN and CUDA notices to the stderr file descriptor before its own logging is set up,
+where TF_CPP_MIN_LOG_LEVEL cannot reach them: stderr points at /dev/null while TensorFlow loads and looks
+for devices. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything."""
 
 import logging
 import os
@@ -28,8 +27,7 @@ try:
     import tensorflow as tf
 
     tf.config.list_physical_devices()  # device discovery prints the CUDA notices
-    # TensorFlow's Python loggers report routine events (such as checkpoint sharding) at
-    # INFO level, which would mix into the run's own log.
+    # TensorFlow's Python loggers report routine events (checkpoint sharding) at INFO: they'd mix into the run's log
     tf.get_logger().setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
 finally:

@@ -64,9 +64,8 @@ def prepare(model_dir, restore_from, overwrite):
     """Before training: refuses an earlier run's weights unless told to continue from or replace them, and
     outputs that are links or of the wrong kind (training would write through them); deletes what a kill left."""
     if overwrite:
-        for path in outputs_in(model_dir):
-            if path.name != ".lock":  # held by this run
-                remove(path)
+        for path in (path for path in outputs_in(model_dir) if path.name != ".lock"):  # the lock is held by this run
+            remove(path)
     elif not restore_from and outputs_in(model_dir, ("last_weights/ckpt-*", "best_weights/ckpt-*")):
         raise UserError(
             f"{model_dir} already holds weights from an earlier run. To continue it, add --restore_from "

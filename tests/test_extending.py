@@ -121,7 +121,10 @@ def test_a_loss_with_its_own_hyperparameter_is_one_edit_and_train_and_dev_measur
     for old, new in SMOOTHED_LOSS:
         edit(copy / "model" / "model_fn.py", old, new)
 
+    # Deterministic: on a busy machine the threads' timing changes an ordinary run, whose 4 epochs
+    # then sometimes end at 0.83 dev accuracy; this run is the same every time.
     args = ["--param", "label_smoothing=0.5", "--param", "learning_rate=0.01", "--param", "num_epochs=4"]
+    args += ["--param", "deterministic=true"]
     run(copy, "train.py", "--model_dir", run_dir, "--data_dir", data, *args)
     run(copy, "evaluate.py", "--model_dir", run_dir)
 

@@ -42,10 +42,10 @@ train: install ## Train MODEL_DIR, continuing from its last_weights if it has so
 evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
 	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)
 
-test: install ## Run the fast tests, each script in the test process (about 2 minutes): after each edit
+test: install ## Run the fast tests, the ones to run after each edit (about a minute on 2 free cores)
 	$(PYTHON) -m pytest
 
-test-all: install ## Run the fast and the end-to-end tests (subprocesses, kills, full disks, servers)
+test-all: install ## Add the end-to-end tests: subprocesses, kills, full disks, servers (about 8 minutes; CI runs it)
 	$(PYTHON) -m pytest -m ""
 
 bench: install ## Measure the template's speed on this machine (benchmarks/benchmark.py)

@@ -72,8 +72,9 @@ def run_search(sampler, base_params, train_command, jobs, threads):
             progress.update()
 
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(work) for _ in range(jobs)]
-        try:
+        futures = []
+        try:  # a stop that lands while the workers start is handled too
+            futures += [pool.submit(work) for _ in range(jobs)]
             for future in as_completed(futures):
                 future.result()
         except BaseException as error:  # Ctrl-C, SIGTERM, or a trial folder in the way
@@ -104,6 +105,8 @@ def run_trial(command, trial_dir, threads, watch=None):
         except OSError as error:
             return 127, [f"{command[0]} cannot be started: {error.strerror}"]
         RUNNING.add(process)
+        if STOPPING.is_set():  # the stop came while it was starting: it missed the terminate() of the others
+            process.terminate()
         while (returncode := process.poll()) is None:
             if watch is not None and watch():
                 process.terminate()

@@ -19,7 +19,7 @@ import math
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 parser = argparse.ArgumentParser()
@@ -29,8 +29,8 @@ parser.add_argument("--restore_from")
 parser.add_argument("--param", action="append", default=[])
 args = parser.parse_args()
 model_dir = Path(args.model_dir)
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+stop = []  # set by SIGTERM: a plain list, as a lock taken in a signal handler can deadlock the thread it interrupts
+signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
 
 
 def log(message):
@@ -80,7 +80,7 @@ save_json(record, model_dir / "run.json")
 best = max((r["accuracy"] for r in history), default=None)
 hold = "STUB_HOLD_IN" in os.environ and os.environ["STUB_HOLD_IN"] in model_dir.name
 for epoch in range(saved + 1, params["num_epochs"] + 1):
-    if stop.is_set():
+    if stop:
         break
     dev = {"accuracy": accuracy(params["learning_rate"], epoch), "loss": 1.0 / epoch, "epoch": epoch}
     log(f"Epoch {epoch}/{params['num_epochs']} - Eval metrics: accuracy: {dev['accuracy']:.3f}")
@@ -96,10 +96,13 @@ for epoch in range(saved + 1, params["num_epochs"] + 1):
     best, saved = max(best or 0, dev["accuracy"]), epoch
     if hold:
         hold = False
-        if not stop.wait(timeout=120):
+        deadline = time.monotonic() + 120
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.05)  # ended early by the signal
+        if not stop:
             sys.exit("Error: the search never stopped this trial")
 
-if stop.is_set():
+if stop:
     log(f"Stopped after {saved} epochs. Continue with --restore_from {model_dir / 'last_weights'}")
     save_json({**record, "status": "interrupted"}, model_dir / "run.json")
     print("Interrupted.", file=sys.stderr)

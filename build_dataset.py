@@ -159,6 +159,7 @@ def main(argv=None):
     with suppress(FileExistsError):  # made by this build only if mkdir succeeds: another may race us
         output_dir.mkdir()
         made.insert(0, output_dir)
+    require_folder(output_dir, "Give --output_dir a folder, or a path that does not exist yet.")
     with lock_folder(output_dir, "build_dataset.py"):
         try:
             set_logger(output_dir / "build_dataset.log")
@@ -193,13 +194,14 @@ def build_dataset(args, data_dir, output_dir):
     for split, fraction in (("test", args.test_fraction), ("dev", args.dev_fraction)):
         if splits[split] is None:
             splits["train"], splits[split] = split_stratified(splits["train"], fraction, args.seed)
-            if not splits[split]:
-                logging.warning(
-                    f"Warning: the {split} split is empty: {fraction:.0%} of too few images per class rounds to "
-                    f"none. Give more images, or a larger --{split}_fraction."
-                )
     if not splits["train"]:
         raise UserError("No train images are left once test and dev are set aside: add images, or lower the fractions.")
+    for split in ("test", "dev"):
+        if not splits[split]:
+            logging.warning(
+                f"Warning: the {split} split is empty: too few images per class for --{split}_fraction to set any "
+                f"aside. Give more images, or a larger --{split}_fraction."
+            )
 
     # Resize and save, skipping (and listing) the files that cannot be read
     errors, warnings = build(splits, output_dir, args.size, args.resize, args.workers)

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from model.utils.errors import UserError, run_main
-from model.utils.files import load_json, require_folder, save_csv, write_text_atomic
+from model.utils.files import check_output, load_json, require_folder, save_csv, write_text_atomic
 from model.utils.params import LOWER_IS_BETTER
 from model.utils.run_folder import JOURNAL_NAME, run_status
 
@@ -127,6 +127,8 @@ def main(argv=None):
     header, rows = make_rows(experiments, args.metric)
     table = to_markdown(header, rows)
     name = "results" if args.split == "eval" else f"results_{args.split}"
+    for path in (parent_dir / f"{name}.md", parent_dir / f"{name}.csv"):
+        check_output(path)  # both, before either is written
     write_text_atomic(table, parent_dir / f"{name}.md")
     save_csv([header, *rows], parent_dir / f"{name}.csv")
     print(table)

@@ -68,7 +68,7 @@ def load_search_space(parent_dir, model_version):
     """PARENT_DIR/search.json, checked ({key: [values]} or {key: {"distribution": ...}}), with every
     list written as a "choice" distribution; and whether it is a grid (only lists)."""
     path = Path(parent_dir) / "search.json"
-    if not path.is_file():
+    if not path.exists():  # a file of another kind: load_json names it
         raise UserError(f"No search space: {path} is missing. Create it next to params.json.\n{EXAMPLE}")
     space = load_json(path)
     if not space:

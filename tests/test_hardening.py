@@ -434,3 +434,21 @@ def test_evaluate_outputs_are_ignored_by_git():
     outputs = ("x/confusion_matrix_test_best_weights.png", "x/metrics_test_best_weights.json", "results_test.md")
     for path in (f"experiments/{output}" for output in outputs):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
+
+
+def test_a_build_into_a_file_names_the_file(tmp_path):
+    raw = write_raw_signs(tmp_path / "SIGNS", num_train=12, num_test=6)
+    (tmp_path / "afile").write_text("notes")
+
+    result = build(raw, tmp_path / "afile")
+
+    assert_user_error(result, f"{tmp_path / 'afile'} is not a folder")
+    assert (tmp_path / "afile").read_text() == "notes"
+
+
+def test_synthesize_results_checks_both_tables_before_writing_either(tmp_path, experiment):
+    (tmp_path / "results.md").write_text("the earlier table")
+    os.mkfifo(tmp_path / "results.csv")
+
+    assert_user_error(run_in_process("synthesize_results.py", "--parent_dir", tmp_path), "results.csv")
+    assert (tmp_path / "results.md").read_text() == "the earlier table"

@@ -102,7 +102,8 @@ def load_class_names(data_dir, num_labels):
     if set(names) != {str(label) for label in range(num_labels)}:
         raise UserError(
             f"{path} names the labels {', '.join(names)}, but the model has num_labels = {num_labels} "
-            f"(0 to {num_labels - 1}). Pass the --data_dir the model was trained on."
+            f"(0 to {num_labels - 1}). Pass the --data_dir the model was trained on, or for a new model "
+            f"set num_labels to {len(names)}."
         )
     names = [names[str(label)] for label in range(num_labels)]
     for name in names:

@@ -62,7 +62,7 @@ def write_text_atomic(text, path):
     place (atomic on one file system). A kill -9 in between leaves `.NAME.*.tmp`, for the next run to delete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    check_output(path)
+    refuse_special(path)  # a folder that is not writable shows at the temporary file, named as `path`
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         # Created with 0o666 less the umask, as any new file is (mkstemp's 0o600 would hide results from a team).

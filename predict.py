@@ -66,6 +66,16 @@ def list_images(paths):
     return files, len(unreadable)
 
 
+def why_unreadable(path):
+    """Why a file could not be read as an image: the file system's reason, or else its content."""
+    try:
+        with open(path, "rb") as f:  # a regular file: list_images left out the others
+            f.read(1)
+    except OSError as error:
+        return f"{error.strerror}. Check its permissions"
+    return "not an image that can be read (damaged, cut short, or of another kind)"
+
+
 def csv_rows(predictions, k):
     rows = [["image", *(f"{column}_{rank}" for rank in range(1, k + 1) for column in ("class", "probability"))]]
     return rows + [[path, *(value for name, p in top for value in (name, f"{p:.6f}"))] for path, top in predictions]
@@ -95,7 +105,7 @@ def main(argv=None):
     predictions = []
     for path, image_probabilities, ok in zip(files, probabilities, readable):
         if not ok:
-            logging.warning(f"Skipped {path}: not an image that can be read")
+            logging.warning(f"Skipped {path}: {why_unreadable(path)}")
             continue
         best = image_probabilities.argsort()[::-1][:k]  # the k most likely classes, most likely first
         top = [(class_names[label], float(image_probabilities[label])) for label in best]

@@ -95,7 +95,7 @@ def main(argv=None):
         return
     if method == "tpe":
         from search.tpe import Study  # Optuna is optional: imported only when asked for
-    for split in ("train", "dev"):  # the data every trial trains on, checked before the first starts
+    for split in ("train", "dev", "test")[: 3 if args.evaluate else 2]:  # checked before the first trial starts
         files = list_split(args.data_dir, split)
         if not space.keys() & {"image_size", "num_labels"}:  # else each trial checks it with its own
             check_split(*files, params, split)

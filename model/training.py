@@ -141,7 +141,7 @@ class StopRequest:
 
     def request(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, self.previous[signal.SIGINT])
 
     def __exit__(self, *exc_info):
         for sig, handler in self.previous.items():

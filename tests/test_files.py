@@ -148,13 +148,38 @@ def test_label_from_filename_rejects_names_without_a_label(name):
 
 def run_main_here(main):
     """run_main(main), as a script's __main__ block calls it: (exit status, what it printed on stderr)."""
-    stderr, sigterm = io.StringIO(), signal.getsignal(signal.SIGTERM)
+    stderr, handlers = io.StringIO(), {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as end:
             run_main(main)
     finally:
-        signal.signal(signal.SIGTERM, sigterm)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return end.value.code, stderr.getvalue()
+
+
+class InterruptedWhileCollected:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)  # the KeyboardInterrupt is raised in __del__, which Python drops
+
+
+def interrupt_turned_into_another_error(argv):
+    try:
+        signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:  # as TensorFlow's context managers can, when unwinding from it
+        raise RuntimeError("Exiting device scope without proper scope nesting") from None
+
+
+def interrupt_swallowed_by_a_finalizer(argv):
+    InterruptedWhileCollected()
+
+
+@pytest.mark.parametrize("main", [interrupt_turned_into_another_error, interrupt_swallowed_by_a_finalizer])
+def test_run_main_ends_as_interrupted_whatever_became_of_the_interrupt(main):
+    returncode, stderr = run_main_here(main)
+
+    assert returncode == 130
+    assert stderr == "Interrupted.\n"
 
 
 def test_run_main_shows_a_user_error_as_one_message_and_exit_status_2():

@@ -9,6 +9,7 @@ message names the path the user gave.
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -332,6 +333,7 @@ def search_folder(tmp_path, space, **params):
         ({"num_blocks": [1, 2]}, ["--dry_run"], "not used by model_version base_model"),
         ({"learning_rate": [0.01]}, ["--data_dir", "{tmp}/no_data"], "no_data/train does not exist"),
         ({"learning_rate": [0.01]}, ["--data_dir", "{data}"], "but image_size = 32"),
+        ({"image_size": [16]}, ["--data_dir", "{tmp}/no_test", "--evaluate"], "no_test/test does not exist"),
         ({"learning_rate": {"distribution": "uniform", "low": 0.1, "hihg": 1}}, ["--dry_run"], "a valid distribution"),
         ({"learning_rate": {"distribution": "uniform", "low": 0.1, "high": float("inf")}}, ["--dry_run"], "Infinity"),
         ({"num_blocks": [1, 2], "model_version": ["base_model", "resnett"]}, ["--dry_run"], '"resnett"'),
@@ -342,6 +344,7 @@ def search_folder(tmp_path, space, **params):
         "a key the network does not use",
         "missing data",
         "data of another size",
+        "no test split to evaluate on",
         "a misspelt field",
         "an infinite bound",
         "an unknown network",
@@ -349,6 +352,7 @@ def search_folder(tmp_path, space, **params):
 )
 def test_a_search_that_cannot_run_stops_before_its_first_trial(tmp_path, data, space, args, words):
     parent = search_folder(tmp_path, space, image_size=32)
+    shutil.rmtree(write_built_dataset(tmp_path / "no_test", num_test=0) / "test")
 
     result = run_in_process(
         "search_hyperparams.py", "--parent_dir", parent, *(arg.format(tmp=tmp_path, data=data) for arg in args)

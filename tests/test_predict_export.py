@@ -54,8 +54,8 @@ def test_predictions_on_the_test_split_agree_with_evaluate(trained, tmp_path):
     assert "Predicted 36 images" in (model_dir / "predict.log").read_text()
 
 
-def test_images_of_any_kind_are_read_and_unreadable_ones_skipped(trained, tmp_path):
-    model_dir, _ = trained
+def test_images_of_any_kind_are_read_and_unreadable_ones_skipped_with_the_reason(trained, tmp_path, monkeypatch):
+    model_dir, data_dir = trained
     rng = np.random.default_rng(0)
     pixels = np.clip(np.array([200, 40, 40]) + rng.normal(0, 25, (30, 20, 3)), 0, 255).astype(np.uint8)
     folder = tmp_path / "new"
@@ -70,7 +70,17 @@ def test_images_of_any_kind_are_read_and_unreadable_ones_skipped(trained, tmp_pa
     Image.fromarray(np.dstack([pixels, np.full((30, 20), 128, np.uint8)])).save(folder / "alpha.png")
     Image.fromarray(np.repeat(np.repeat(pixels, 20, axis=0), 20, axis=1)).save(folder / "large.jpg")  # 600x400
     (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "cut.jpg").write_bytes(next((data_dir / "test").iterdir()).read_bytes()[:300])
+    shutil.copy(next((data_dir / "test").iterdir()), folder / "locked.jpg")
     (folder / "notes.txt").write_text("not an image, and not an image's name")
+    system_open = open
+
+    def refusing_open(file, *args, **kwargs):  # a file the user may not read, as the system refuses it
+        if str(file).endswith("locked.jpg"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return system_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
 
     result = predict(model_dir, folder, "--output", tmp_path / "p.csv", "--top_k", "2")
 
@@ -83,8 +93,10 @@ def test_images_of_any_kind_are_read_and_unreadable_ones_skipped(trained, tmp_pa
         "sideways.png",
         "upright.png",
     ]
-    assert f"Skipped {folder / 'broken.jpg'}: not an image" in result.stderr
-    assert "skipped 1 unreadable" in result.stderr
+    assert f"Skipped {folder / 'broken.jpg'}: not an image that can be read (damaged, cut short" in result.stderr
+    assert f"Skipped {folder / 'cut.jpg'}: not an image that can be read (damaged, cut short" in result.stderr
+    assert f"Skipped {folder / 'locked.jpg'}: Permission denied. Check its permissions" in result.stderr
+    assert "skipped 3 unreadable" in result.stderr
     by_name = {name.split("/")[-1]: row for name, row in rows.items()}
     # EXIF honoured: the sideways file is predicted exactly as the upright one
     assert by_name["sideways.png"]["probability_1"] == by_name["upright.png"]["probability_1"]

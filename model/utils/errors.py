@@ -31,12 +31,21 @@ def run_main(main, argv=None):
     """Calls `main(argv)` (None: the command line's); a UserError, a full disk, a forbidden file or
     a path of the wrong kind becomes one message and exit status 2. SIGTERM (from `kill`, job
     schedulers and pre-emption) stops a script as Ctrl-C does."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C does
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # quiet_tensorflow's ends here
+    SIGNALS.clear()
+    signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C does
+    signal.signal(signal.SIGINT, interrupt)  # quiet_tensorflow's ends here
+    hook, sys.unraisablehook = sys.unraisablehook, _quiet_interrupts
     try:
         for arg in sys.argv[1:] if argv is None else argv:
             check_utf8(arg, "On the command line, ")
-        main(argv)
+        try:
+            main(argv)
+        except Exception:
+            if SIGNALS:  # TensorFlow's own error on its way out of an interrupted call: the interrupt is what happened
+                raise KeyboardInterrupt from None
+            raise
+        if SIGNALS:  # an interrupt swallowed by a finalizer (__del__) while TensorFlow ran
+            raise KeyboardInterrupt
     except UserError as error:
         _exit_with(str(error))
     except UnicodeEncodeError as error:  # a name in another encoding, met in a folder given
@@ -60,6 +69,24 @@ def run_main(main, argv=None):
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
+    finally:
+        sys.unraisablehook = hook
+
+
+# The Ctrl-C and SIGTERM received while a script's main runs. An interrupt raised inside TensorFlow's Python
+# code can come out as another error (RuntimeError, SystemError), or be swallowed by a finalizer; either
+# way the script then ends as interrupted.
+SIGNALS = []
+
+
+def interrupt(signum, frame):
+    SIGNALS.append(signum)
+    raise KeyboardInterrupt
+
+
+def _quiet_interrupts(unraisable):
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def check_utf8(text, where):

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 from collections import Counter
-from contextlib import suppress
 from pathlib import Path
 
 from PIL import Image
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from model.utils.dataset import SPLITS, label_from_filename
 from model.utils.errors import UserError, run_main
-from model.utils.files import check_output, lock_folder, refuse_special, require_folder, save_json
+from model.utils.files import build_folder, check_output, refuse_special, require_folder, save_json
 from model.utils.images import RESIZE_MODES, UNREADABLE, read_rgb, square, worker_pool
 from model.utils.logs import set_logger
 from model.utils.params import MAX_IMAGE_SIZE
@@ -154,23 +153,9 @@ def main(argv=None):
     check_args(args, data_dir, output_dir)
 
     # One build at a time writes into OUTPUT_DIR; a build that fails leaves none of the folders it made
-    made = [folder for folder in output_dir.parents if not folder.exists()]
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with suppress(FileExistsError):  # made by this build only if mkdir succeeds: another may race us
-        output_dir.mkdir()
-        made.insert(0, output_dir)
-    require_folder(output_dir, "Give --output_dir a folder, or a path that does not exist yet.")
-    with lock_folder(output_dir, "build_dataset.py"):
-        try:
-            set_logger(output_dir / "build_dataset.log")
-            build_dataset(args, data_dir, output_dir)
-        except BaseException:
-            if made and made[0] == output_dir:  # as the lock's holder: no other build is using it
-                shutil.rmtree(output_dir, ignore_errors=True)
-                for folder in made[1:]:
-                    with suppress(OSError):
-                        folder.rmdir()  # only if empty
-            raise
+    with build_folder(output_dir, "build_dataset.py"):
+        set_logger(output_dir / "build_dataset.log")
+        build_dataset(args, data_dir, output_dir)
 
 
 def build_dataset(args, data_dir, output_dir):

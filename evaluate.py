@@ -15,16 +15,17 @@ import logging
 from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
+from model import model_fn, text_model_fn  # noqa: F401  (they declare the two tasks)
 from model.evaluation import Metrics, evaluate, make_eval_step
-from model.input_fn import input_fn
 from model.training import format_metrics, set_seed
 from model.utils import report, summaries
 from model.utils.checkpoints import load_trained_model, number
-from model.utils.dataset import DEFAULT_DATA_DIR, SPLITS, check_split, list_split, load_class_names
+from model.utils.dataset import DEFAULT_DATA_DIR, SPLITS
 from model.utils.errors import NOT_WRITABLE, run_main
 from model.utils.files import check_output, save_json, write_text_atomic
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
+from model.utils.tasks import task_of
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder of the trained model")
@@ -61,38 +62,48 @@ def main(argv=None):
             raise
         writable = False
 
-    # The network with its trained weights, and the hyperparameters it was trained with
+    # The network with its trained weights, the hyperparameters it was trained with, and its task's data
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
     logging.info(f"Restored weights from {checkpoint_prefix}")
     set_seed(params.seed)
+    data_dir = args.data_dir or data_dir_of(model_dir) or DEFAULT_DATA_DIR
+    task = task_of(data_dir)
+    task.check(params, data_dir)
 
     # Create the input data pipeline
-    data_dir = args.data_dir or data_dir_of(model_dir) or DEFAULT_DATA_DIR
-    files, labels = list_split(data_dir, args.split)
-    check_split(files, labels, params, args.split)
-    dataset = input_fn(False, files, labels, params, one_pass=True)
+    inputs, labels = task.list_split(data_dir, args.split)
+    task.check_split(inputs, labels, params, args.split)
+    dataset = task.input_fn(False, inputs, labels, params, one_pass=True)
 
-    # Evaluate on the whole split, and each class
-    metrics = Metrics()
+    # Evaluate on the whole split, and each class (for text: each tag, and each entity type)
+    class_names = task.class_names(data_dir, params.num_labels)
+    metrics = Metrics(task)
     step = make_eval_step(network, metrics, params)
-    results, _, confusion = evaluate(step, metrics, dataset, params.num_labels, desc=args.split.capitalize())
+    results, _, confusion = evaluate(step, metrics, dataset, class_names, desc=args.split.capitalize())
     logging.info(
-        f"- {args.split.capitalize()} metrics on {len(files)} images from {data_dir}: {format_metrics(results)}"
+        f"- {args.split.capitalize()} metrics on {len(labels)} {'images' if task.name == 'images' else 'sentences'} "
+        f"from {data_dir}: {format_metrics(results)}"
     )
-    class_names = load_class_names(data_dir, params.num_labels)
     per_class = report.per_class(confusion, class_names)
-    logging.info(f"Per class, on the {args.split} split:\n{report.table(per_class, confusion)}")
+    logging.info(
+        f"Per {'class' if task.name == 'images' else 'tag'}, on the {args.split} split:\n"
+        f"{report.table(per_class, confusion)}"
+    )
+    tables = {"per_class": per_class}
+    if metrics.per_kind:
+        tables["per_entity_type"] = metrics.per_kind
+        logging.info(f"Per entity type, on the {args.split} split:\n{report.table(metrics.per_kind)}")
 
     # Save them, named after the weights
     if not writable:
         logging.warning(f"Warning: {output_dir} is not writable: metrics not saved (pass --output_dir to save them)")
         return
     picture = report.picture(confusion, class_names)
-    save_json(results | {"per_class": per_class, "confusion_matrix": confusion}, metrics_path)
+    save_json(results | tables | {"confusion_matrix": confusion}, metrics_path)
     png = io.BytesIO()
     picture.save(png, format="PNG")
     write_text_atomic(png.getvalue(), picture_path)
-    summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture)
+    summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture, tables)
     logging.info(f"Saved {metrics_path}, the confusion matrix as a PNG beside it, and TensorBoard summaries")
 
 

@@ -13,13 +13,13 @@ import logging
 from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model.input_fn import train_and_dev
+from model import model_fn, text_model_fn  # noqa: F401  (they declare the two tasks)
 from model.training import model_spec, set_seed, train_and_evaluate
-from model.utils.dataset import DEFAULT_DATA_DIR, check_split, list_split, load_class_names
+from model.utils.dataset import DEFAULT_DATA_DIR
 from model.utils.distribute import make_strategy
 from model.utils.errors import run_main
-from model.utils.params import load_params
 from model.utils.run_folder import data_dir_of, run_folder
+from model.utils.tasks import task_of
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_dir", default="experiments/base_model", help="Experiment folder with params.json")
@@ -44,15 +44,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
 
-    # Load the hyperparameters from the experiment's params.json, with any --param overrides
-    params = load_params(model_dir, args.param)
+    # The task (images, or text from build_vocab.py) is the data's
+    data_dir = args.data_dir or data_dir_of(model_dir) or DEFAULT_DATA_DIR
+    task = task_of(data_dir)
+
+    # Load the hyperparameters from the experiment's params.json, with any --param overrides and the
+    # values the data decides (a text dataset's number of tags)
+    params = task.load_params(model_dir, args.param, data_dir)
 
     # Check the data against them, before anything is written
-    data_dir = args.data_dir or data_dir_of(model_dir) or DEFAULT_DATA_DIR
-    splits = {split: list_split(data_dir, split) for split in ("train", "dev")}
-    warnings = [warning for split, files in splits.items() for warning in check_split(*files, params, split)]
-    class_names = load_class_names(data_dir, params.num_labels)
-    counts = {split: len(filenames) for split, (filenames, _) in splits.items()}
+    splits = {split: task.list_split(data_dir, split) for split in ("train", "dev")}
+    warnings = [warning for split, data in splits.items() for warning in task.check_split(*data, params, split)]
+    class_names = task.class_names(data_dir, params.num_labels)
+    counts = {split: len(labels) for split, (_, labels) in splits.items()}
     data = {"data_dir": str(data_dir), **counts}
 
     # Choose the devices and machines to train on, before TensorFlow runs anything
@@ -71,12 +75,13 @@ def main(argv=None):
 
         # Create the input data pipelines
         logging.info("Creating the datasets...")
-        train_dataset, dev_dataset = train_and_dev(splits, params)
-        logging.info(f"- {counts['train']} train and {counts['dev']} dev images from {data_dir}")
+        train_dataset, dev_dataset = task.train_and_dev(splits, params)
+        examples = "images" if task.name == "images" else "sentences"
+        logging.info(f"- {counts['train']} train and {counts['dev']} dev {examples} from {data_dir}")
 
         # Define the model, its variables placed by the strategy
         logging.info(f"Creating the model on {strategy.num_replicas_in_sync} replica(s)...")
-        spec = model_spec(params, strategy, splits["train"][1])
+        spec = model_spec(params, strategy, splits["train"][1], task)
         spec.model.summary(print_fn=lambda text, **_: logging.info(text))
         run.record["model"] = {"model_version": params.model_version, "parameters": spec.model.count_params()}
 

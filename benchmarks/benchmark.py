@@ -35,6 +35,7 @@ from PIL import Image  # noqa: E402
 import build_dataset  # noqa: E402
 from benchmarks.train_runs import REPO, scaling, startup_seconds  # noqa: E402
 from demo.synthetic_signs import generate_signs  # noqa: E402
+from model import model_fn  # noqa: E402
 from model.evaluation import Metrics, evaluate, make_eval_step  # noqa: E402
 from model.input_fn import augment, input_fn  # noqa: E402
 from model.training import StopRequest, make_train_step, model_spec, train_one_epoch  # noqa: E402
@@ -200,10 +201,12 @@ def main():
         figures["fraction_of_matmul_peak"] = figures["train_images_per_s"] * flops / peak
 
         # 4. Evaluation throughput of evaluate.py's path
-        metrics = Metrics()
+        metrics = Metrics(model_fn.TASK)
         eval_step = make_eval_step(build_network(params), metrics, params)
         eval_dataset = input_fn(False, files, labels, params, one_pass=True)
-        eval_s = median_seconds(lambda: evaluate(eval_step, metrics, eval_dataset, params.num_labels), args.repeats)
+        eval_s = median_seconds(
+            lambda: evaluate(eval_step, metrics, eval_dataset, [str(n) for n in range(params.num_labels)]), args.repeats
+        )
         figures["eval_images_per_s"] = n / eval_s
 
         # The accelerator knobs, on this machine (they are off by default on CPU)

@@ -7,9 +7,12 @@ params.json is checked before a run starts."""
 
 import tensorflow as tf
 
+from model import input_fn
+from model.utils import dataset
 from model.utils.errors import UserError
 from model.utils.layers import BatchNormalization
 from model.utils.params import at_least, choice, flag, fraction, hyperparameters, metrics, network, positive
+from model.utils.tasks import Task, register_task
 
 keras = tf.keras
 
@@ -121,3 +124,20 @@ def schedule(params, steps_per_epoch):
         every = params.lr_decay_epochs * steps_per_epoch
         return schedules.ExponentialDecay(params.learning_rate, every, params.lr_decay_rate, staircase=True)
     return float(params.learning_rate)  # Keras refuses a whole number here
+
+
+# The image task, as the scripts see it (the text task's is at the end of model/text_model_fn.py)
+TASK = register_task(
+    Task(
+        "images",
+        __name__,
+        list_split=dataset.list_split,
+        check_split=dataset.check_split,
+        class_names=dataset.load_class_names,
+        data_values=lambda data_dir: {},  # params.json gives num_labels; the data is checked against it
+        train_and_dev=input_fn.train_and_dev,
+        input_fn=input_fn.input_fn,
+        loss=loss,
+        metrics=METRICS,
+    )
+)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -16,6 +17,7 @@ from model.utils import checkpoints, summaries
 from model.utils.errors import TrainingDiverged, UserError
 from model.utils.files import load_json
 from model.utils.params import LOWER_IS_BETTER, Params, build_network
+from model.utils.tasks import Task
 
 keras = tf.keras
 # Misclassified dev images shown in TensorBoard per predicted class, each epoch
@@ -32,6 +34,7 @@ class ModelSpec:
     eval_metrics: Metrics
     strategy: tf.distribute.Strategy  # where the variables live, and so where the steps run
     params: Params  # the run's hyperparameters, which the loss may read
+    task: Task  # images or text: the loss and metrics
     class_weights: tf.Tensor = None  # the weight of each class in the training loss (None: all 1)
 
 
@@ -43,8 +46,8 @@ def set_seed(seed, deterministic=False):
         tf.config.experimental.enable_op_determinism()
 
 
-def model_spec(params, strategy, train_labels=()):
-    """The network, optimizer and metrics of a training run on images of `train_labels`, their
+def model_spec(params, strategy, train_labels=(), task=model_fn.TASK):
+    """The network, optimizer and metrics of a `task` training run on examples of `train_labels`, their
     variables placed by `strategy`."""
     # Mixed precision computes in float16 and keeps the weights in float32: about 2x faster on
     # recent GPUs, much slower on CPUs. The policy applies to the layers built after it.
@@ -62,8 +65,10 @@ def model_spec(params, strategy, train_labels=()):
         # The optimizer's variables are created now, in the strategy's scope, rather than in the
         # first step: so they are placed like the model's, and a checkpoint can fill them.
         optimizer.build(model.trainable_variables)
-        weights = class_weights(train_labels, params.num_labels) if params.class_weight == "balanced" else None
-        return ModelSpec(model, optimizer, Metrics(), Metrics(), strategy, params, weights)
+        weights = (
+            class_weights(np.hstack(train_labels), params.num_labels) if params.class_weight == "balanced" else None
+        )
+        return ModelSpec(model, optimizer, Metrics(task), Metrics(task), strategy, params, task, weights)
 
 
 def class_weights(labels, num_labels):
@@ -76,15 +81,16 @@ def class_weights(labels, num_labels):
 def make_train_step(spec):
     """A compiled step: one gradient update on a global batch, split over spec.strategy's replicas."""
 
-    def replica_step(images, labels):
+    def replica_step(inputs, labels):
         with tf.GradientTape() as tape:
-            logits = spec.model(images, training=True)
-            losses = model_fn.loss(labels, logits, spec.params)
+            logits = spec.model(inputs, training=True)
+            losses = spec.task.loss(labels, logits, spec.params)  # of each image, or each word
             if spec.class_weights is not None:
-                losses *= tf.gather(spec.class_weights, labels)
-            # This replica's share of the global batch's mean loss: summed over the replicas,
-            # the gradients are those of the mean over the whole batch.
-            loss = tf.nn.compute_average_loss(losses)
+                losses *= tf.gather(spec.class_weights, tf.maximum(labels, 0))
+            # This replica's share of the global batch's mean loss over its examples, padding (label -1)
+            # left out: summed over the replicas, the gradients are those of the mean over the whole batch.
+            examples = tf.reduce_sum(tf.cast(labels >= 0, losses.dtype)) * spec.strategy.num_replicas_in_sync
+            loss = tf.math.divide_no_nan(tf.reduce_sum(tf.where(labels >= 0, losses, 0.0)), examples)
             scaled_loss = spec.optimizer.scale_loss(loss)  # unchanged unless mixed precision is on
         gradients = tape.gradient(scaled_loss, spec.model.trainable_variables)
         spec.optimizer.apply_gradients(zip(gradients, spec.model.trainable_variables))
@@ -96,9 +102,9 @@ def make_train_step(spec):
         # (Only then a function of its own: a nested tf.function made steps 20-50% slower.)
         replica_step = tf.function(replica_step, jit_compile=True)
 
-    @tf.function
-    def train_step(images, labels):
-        replica_losses = spec.strategy.run(replica_step, args=(images, labels))
+    @tf.function(reduce_retracing=True)  # sentences: one trace for any length, not one per batch's
+    def train_step(inputs, labels):
+        replica_losses = spec.strategy.run(replica_step, args=(inputs, labels))
         return spec.strategy.reduce(tf.distribute.ReduceOp.SUM, replica_losses, axis=None)
 
     return train_step
@@ -108,16 +114,16 @@ def train_one_epoch(spec, train_step, dataset, epoch, params, writer, stop):
     """Trains over the whole dataset once (or until a stop is requested), with a progress bar."""
     spec.train_metrics.reset()
     progress = tqdm(dataset, desc=f"Epoch {epoch}/{params.num_epochs}", total=num_batches(dataset))
-    for batch, (images, labels) in enumerate(progress):
-        loss = float(train_step(images, labels))
+    for batch, (inputs, labels) in enumerate(progress):
+        loss = float(train_step(inputs, labels))
         step = int(spec.optimizer.iterations.numpy())
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"Training diverged: the loss became {loss} at epoch {epoch}, step {step}. Lower "
                 "learning_rate in params.json (try 10x smaller); the epochs saved before are kept."
             )
-        if batch == 0:
-            summaries.write_images(writer, step, "input_images", local_values(spec.strategy, images)[:4])
+        if batch == 0 and spec.task.name == "images":
+            summaries.write_images(writer, step, "input_images", local_values(spec.strategy, inputs)[:4])
         if step % params.save_summary_steps == 0:
             rate = float(tf.convert_to_tensor(spec.optimizer.learning_rate))  # now, as lr_schedule sets it
             summaries.write_scalars(writer, step, {**spec.train_metrics.result(), "loss": loss, "learning_rate": rate})
@@ -209,7 +215,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, clas
             log_metrics("Train", epoch, params, train, time.perf_counter() - start)
 
             dev, misclassified, _ = evaluate(
-                eval_step, spec.eval_metrics, dev_dataset, params.num_labels, "Dev", MAX_MISCLASSIFIED, spec.strategy
+                eval_step, spec.eval_metrics, dev_dataset, class_names, "Dev", MAX_MISCLASSIFIED, spec.strategy
             )
             log_metrics("Eval", epoch, params, dev)
             step = int(spec.optimizer.iterations.numpy())

@@ -1,12 +1,14 @@
 """model/utils/params.py: params.json checked against what the code declares, defaults, overrides."""
 
 import json
+import re
 
 import pytest
 from conftest import tiny_params
 
 import model.input_fn  # noqa: F401  (declares the augmentation's hyperparameters)
 import model.model_fn
+import model.text_model_fn  # noqa: F401  (declares the text networks)
 from model.utils.errors import UserError
 from model.utils.params import NETWORKS, Params, declared, load_params
 
@@ -74,10 +76,11 @@ def test_every_key_left_out_takes_its_default_except_num_labels(tmp_path):
 
 @pytest.mark.parametrize("version", sorted(NETWORKS))
 def test_each_network_gets_its_own_hyperparameters_and_not_the_others(tmp_path, version):
-    params = load_params(experiment(tmp_path, num_labels=3, model_version=version))
-
     own = NETWORKS[version][1]
-    assert own and all(params.dict[key] == hyperparameter.default for key, hyperparameter in own.items())
+    given = {key: 50 for key, hyperparameter in own.items() if hyperparameter.default is None}  # a text vocabulary's
+    params = load_params(experiment(tmp_path, num_labels=3, model_version=version, **given))
+
+    assert own and all(params.dict[key] == given.get(key, h.default) for key, h in own.items())
     others = {key for name, (_, declared_) in NETWORKS.items() if name != version for key in declared_} - set(own)
     assert not others & set(params.dict)
 
@@ -113,12 +116,17 @@ def test_a_run_saved_before_a_hyperparameter_existed_still_loads(tmp_path):
         ("num_channels", 10**20, "num_channels = 100000000000000000000 is not valid"),
         ("num_labels", 10**9, "num_labels = 1000000000 is not valid: it must be the number of classes, from 2"),
         ("best_metric", "acc", 'best_metric = "acc" is not valid'),
-        ("model_version", "resnet9000", 'unknown model_version "resnet9000". Known versions: base_model, resnet'),
+        (
+            "model_version",
+            "resnet9000",
+            'unknown model_version "resnet9000". Known versions: base_model, resnet (model/model_fn.py); '
+            "bilstm, char_bilstm (model/text_model_fn.py)",
+        ),
         ("learing_rate", 0.1, "unknown hyperparameter 'learing_rate'. Did you mean 'learning_rate'?"),
     ],
 )
 def test_invalid_values_and_unknown_keys_are_refused_by_name(tmp_path, key, value, message):
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(UserError, match=re.escape(message)):
         load_params(experiment(tmp_path, **tiny_params(**{key: value})))
 
 

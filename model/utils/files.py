@@ -8,6 +8,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import stat
 import tempfile
 from contextlib import contextmanager, suppress
@@ -155,6 +156,29 @@ def lock_folder(folder, holder):
                 "Wait for it to end or stop it, or give another folder."
             ) from None
         yield
+
+
+@contextmanager
+def build_folder(output_dir, holder):
+    """The --output_dir of a build (build_dataset.py, build_vocab.py): made if needed and locked against a
+    second build; a build that fails leaves none of the folders it made."""
+    output_dir = Path(output_dir)
+    made = [folder for folder in output_dir.parents if not folder.exists()]
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):  # made by this build only if mkdir succeeds: another may race us
+        output_dir.mkdir()
+        made.insert(0, output_dir)
+    require_folder(output_dir, "Give --output_dir a folder, or a path that does not exist yet.")
+    with lock_folder(output_dir, holder):
+        try:
+            yield output_dir
+        except BaseException:
+            if made and made[0] == output_dir:  # as the lock's holder: no other build is using it
+                shutil.rmtree(output_dir, ignore_errors=True)
+                for folder in made[1:]:
+                    with suppress(OSError):
+                        folder.rmdir()  # only if empty
+            raise
 
 
 def append_json_line(values, path):

@@ -67,7 +67,7 @@ LOWER_IS_BETTER = ("loss",)
 # The hyperparameters the machinery reads, whatever the network (the model's own are beside its code)
 COMMON = {
     "model_version": Hyperparameter(
-        "base_model", "the name of a network of model/model_fn.py", lambda v: v in NETWORKS
+        "base_model", "the name of a network of model/model_fn.py or model/text_model_fn.py", lambda v: v in NETWORKS
     ),
     "num_labels": Hyperparameter(
         None, f"the number of classes, from 2 to {MAX_LABELS}", lambda v: 2 <= v <= MAX_LABELS, kind=int
@@ -108,6 +108,17 @@ def metrics(**named):
     return named
 
 
+def split_metrics(*names):
+    """Registers a function computing metrics over a whole split (such as entity F1) under their names."""
+
+    def register(function):
+        METRICS.update(dict.fromkeys(names))
+        function.names = names
+        return function
+
+    return register
+
+
 def hyperparameters(**declared):
     """Declares the hyperparameters a function reads from params, with their defaults and valid values:
     @hyperparameters(label_smoothing=fraction(0.1, "...")) above the loss."""
@@ -129,6 +140,14 @@ def network(**own):
         return builder
 
     return register
+
+
+def known_networks():
+    """ "base_model, resnet (model/model_fn.py); bilstm, ... (model/text_model_fn.py)" """
+    files = {}
+    for name, (builder, _) in sorted(NETWORKS.items()):
+        files.setdefault(builder.__module__.replace(".", "/") + ".py", []).append(name)
+    return "; ".join(f"{', '.join(names)} ({file})" for file, names in files.items())
 
 
 def build_network(params):
@@ -173,10 +192,7 @@ def check_params(params, source):
     version = params.dict.setdefault("model_version", COMMON["model_version"].default)
     used, anywhere = declared(version)
     if version not in NETWORKS:
-        known = ", ".join(sorted(NETWORKS))
-        raise UserError(
-            f"{source}: unknown model_version {json.dumps(version)}. Known versions: {known} (in model/model_fn.py)."
-        )
+        raise UserError(f"{source}: unknown model_version {json.dumps(version)}. Known versions: {known_networks()}.")
     for key, value in params.dict.items():
         if key not in anywhere:
             hint = did_you_mean(key, anywhere)
@@ -193,9 +209,9 @@ def did_you_mean(key, valid_keys):
     return f"Did you mean '{matches[0]}'? " if matches else ""
 
 
-def load_params(model_dir, overrides=(), filename="params.json"):
+def load_params(model_dir, overrides=(), data_values=None, filename="params.json"):
     """Loads and checks MODEL_DIR/params.json, with any `--param KEY=VALUE` overrides (VALUE read as
-    JSON, else as a string)."""
+    JSON, else as a string), and the values the data decides (the number of tags of a text dataset)."""
     model_dir = Path(model_dir)
     require_folder(
         model_dir, "Give an experiment folder holding a params.json, such as a copy of experiments/base_model."
@@ -213,6 +229,12 @@ def load_params(model_dir, overrides=(), filename="params.json"):
             params.dict[key] = json.loads(text)
         except json.JSONDecodeError:
             params.dict[key] = text  # a bare word such as adam
+    for key, value in (data_values or {}).items():
+        if params.dict.setdefault(key, value) != value:
+            raise UserError(
+                f"{model_dir / filename}: {key} = {json.dumps(params.dict[key])}, but the data has "
+                f"{json.dumps(value)}: remove {key} from it (the data decides it), or give other data."
+            )
     check_params(params, f"{model_dir / filename}{' with --param overrides' if overrides else ''}")
     return params
 

@@ -28,13 +28,15 @@ def numbered(class_names):
     return [name if name == str(i) else f"{i} {name}" for i, name in enumerate(class_names)]
 
 
-def table(report, confusion):
-    """The per-class results, then the confusion matrix, as aligned text."""
-    names = numbered(report)
+def table(report, confusion=None):
+    """The per-class results, then the confusion matrix if given, as aligned text."""
+    names = numbered(report) if confusion is not None else list(report)
     width = max(len("class"), *map(len, names))
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
     for name, r in zip(names, report.values()):
         lines.append(f"{name:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}")
+    if confusion is None:
+        return "\n".join(lines)
     cell = max(4, len(str(int(np.max(confusion)))) + 1)
     lines.append("Confusion matrix (a row per true class, a column per predicted class):")
     lines.append(" " * width + "".join(f"{i:>{cell}}" for i in range(len(names))))

@@ -31,10 +31,14 @@ def write_results(writer, step, prefix, metrics):
     writer.flush()
 
 
-def write_evaluation(model_dir, epoch, prefix, metrics, confusion_picture):
-    """evaluate.py's results in the run's HParams row, and its confusion matrix as an image."""
+def write_evaluation(model_dir, epoch, prefix, metrics, confusion_picture, tables):
+    """evaluate.py's results in the run's HParams row, its confusion matrix as an image, and its
+    per-class (per-tag, per-entity-type) tables as text."""
     writer = tf.summary.create_file_writer(str(model_dir))
     write_images(writer, epoch, f"{prefix}/confusion_matrix", np.asarray(confusion_picture)[None])
+    with writer.as_default(step=epoch):
+        for name, table in tables.items():
+            tf.summary.text(f"{prefix}/{name}", markdown(table))
     write_results(writer, epoch, prefix, metrics)
 
 
@@ -54,3 +58,12 @@ def write_misclassified(writer, step, misclassified, class_names):
     for predicted, images in sorted(misclassified.items()):
         write_images(writer, step, f"misclassified/predicted_as_{class_names[predicted]}", tf.stack(images))
     writer.flush()
+
+
+def markdown(table):
+    """{name: {"precision", "recall", "f1", "support"}} as a Markdown table, which TensorBoard's Text tab draws."""
+    rows = [
+        f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        for name, r in table.items()
+    ]
+    return "\n".join(["| | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])

@@ -1,0 +1,180 @@
+"""Build the vocabularies of a named-entity dataset and write its splits in one format, once.
+
+Reads DATA_DIR in either layout:
+- DATA_DIR/{train,dev,test}/sentences.txt and labels.txt: a sentence per line, its tokens separated
+  by spaces, and its tags aligned with them (the CS230 layout);
+- CoNLL column files DATA_DIR/train.*, dev.* (or valid.*, validation.*) and test.*: a token per
+  line with its tag in the last column, a blank line between sentences, -DOCSTART- lines skipped.
+The splits it lacks are set aside from train, seeded. The vocabularies come from train only: the
+words seen at least --min_count times, the characters, and the tags. Writes OUTPUT_DIR/{train,dev,test}/
+{sentences,labels}.txt, words.txt, chars.txt, tags.txt and dataset_params.json (sizes, counts, tag
+scheme), from which train.py takes the vocabulary size and the number of tags. Details: docs/text.md.
+
+Example:
+    python build_vocab.py --data_dir data/NER --output_dir data/built_NER
+"""
+
+import argparse
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+
+from model.utils.conlleval import scheme
+from model.utils.dataset import SPLITS
+from model.utils.errors import UserError, run_main
+from model.utils.files import build_folder, check_output, open_regular, require_folder, save_json, write_text_atomic
+from model.utils.logs import set_logger
+from model.utils.raw_data import DEV_FOLDERS
+
+PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of words.txt and chars.txt
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--data_dir", default="data/NER", help="Folder with the raw dataset")
+parser.add_argument("--output_dir", default="data/built_NER", help="Where to write the built dataset")
+parser.add_argument("--min_count", type=int, default=2, help="Words seen fewer times in train become <unk>")
+parser.add_argument("--seed", type=int, default=230, help="Seed of the dev and test splits set aside")
+parser.add_argument("--dev_fraction", type=float, default=0.1, help="Share of train kept for dev, if DATA_DIR has none")
+parser.add_argument("--test_fraction", type=float, default=0.1, help="Share kept for test, if DATA_DIR has none")
+parser.add_argument("--synthetic", type=int, metavar="N", help="First write a demo corpus of N sentences into DATA_DIR")
+
+
+def read_lines(path):
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file and line."""
+    with open_regular(path) as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            lines[number - 1] = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number} is not UTF-8 text. Save the file as UTF-8.") from None
+    return lines
+
+
+def read_conll(path):
+    """[(tokens, tags)] of a CoNLL column file."""
+    sentences, tokens, tags = [], [], []
+    for number, line in enumerate([*read_lines(path), ""], 1):
+        columns = line.split()
+        if columns and columns[0] == "-DOCSTART-":
+            continue
+        if columns and len(columns) < 2:
+            raise UserError(f"{path}:{number} holds a token without a tag: each line needs a token and its tag.")
+        if columns:
+            tokens.append(columns[0])
+            tags.append(columns[-1])
+        elif tokens:
+            sentences.append((tokens, tags))
+            tokens, tags = [], []
+    return sentences
+
+
+def read_aligned(folder):
+    """[(tokens, tags)] of a folder holding sentences.txt and labels.txt."""
+    sentences, labels = read_lines(folder / "sentences.txt"), read_lines(folder / "labels.txt")
+    if len(sentences) != len(labels):
+        raise UserError(f"{folder}: sentences.txt has {len(sentences)} lines but labels.txt {len(labels)}.")
+    pairs = []
+    for number, (sentence, label) in enumerate(zip(sentences, labels), 1):
+        tokens, tags = sentence.split(), label.split()
+        if len(tokens) != len(tags):
+            raise UserError(
+                f"{folder / 'labels.txt'}:{number} has {len(tags)} tags for the {len(tokens)} tokens of "
+                f"{folder / 'sentences.txt'}:{number}. Give each token one tag."
+            )
+        pairs += [(tokens, tags)] if tokens else []
+    return pairs
+
+
+def read_corpus(data_dir):
+    """{split: [(tokens, tags)], or None if DATA_DIR does not give it}, from either layout."""
+    names = {"train": ("train",), "dev": ("dev", *DEV_FOLDERS), "test": ("test",)}
+    splits = {}
+    for split, candidates in names.items():
+        folders = [data_dir / name for name in candidates if (data_dir / name / "sentences.txt").is_file()]
+        files = sorted(p for p in data_dir.iterdir() if p.is_file() and p.name.split(".")[0] in candidates)
+        splits[split] = read_aligned(folders[0]) if folders else read_conll(files[0]) if files else None
+    if splits["train"] is None:
+        raise UserError(
+            f"No train split found in {data_dir}: expected train/sentences.txt with train/labels.txt, or a CoNLL "
+            "file such as train.txt (a token and its tag per line)."
+        )
+    return splits
+
+
+def set_aside(sentences, fraction, seed):
+    """(kept, set aside): `fraction` of the sentences, drawn seeded."""
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(sentences) * fraction)
+    return [sentences[i] for i in sorted(order[cut:])], [sentences[i] for i in sorted(order[:cut])]
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    data_dir, output_dir = Path(args.data_dir), Path(args.output_dir)
+    if not (1 <= args.min_count <= 10**6 and 0 <= args.dev_fraction < 1 and 0 <= args.test_fraction < 1):
+        raise UserError("--min_count must be from 1 to 1000000, and --dev_fraction and --test_fraction below 1.")
+    if args.synthetic is not None and not 1 <= args.synthetic <= 10**6:
+        raise UserError("--synthetic must be a number of sentences from 1 to 1000000.")
+    if args.synthetic and data_dir.exists() and any(data_dir.iterdir()):
+        raise UserError(f"{data_dir} is not empty: remove it, or drop --synthetic to build from it.")
+    if not args.synthetic:
+        require_folder(data_dir, "Give --data_dir the raw corpus, or --synthetic N to write a demo one.")
+    with build_folder(output_dir, "build_vocab.py"):
+        set_logger(output_dir / "build_vocab.log")
+        build_vocab(args, data_dir, output_dir)
+
+
+def build_vocab(args, data_dir, output_dir):
+    outputs = ["words.txt", "chars.txt", "tags.txt", "dataset_params.json"]
+    outputs += [f"{split}/{name}" for split in SPLITS for name in ("sentences.txt", "labels.txt")]
+    for name in outputs:  # checked before the work
+        check_output(output_dir / name)
+
+    # Write the demo corpus first if asked, then read the splits; set aside those the corpus lacks
+    if args.synthetic:
+        from demo.synthetic_ner import generate_ner  # only needed for the demo
+
+        logging.info(f"Wrote {sum(generate_ner(data_dir, args.synthetic, args.seed).values())} demo sentences")
+    splits = read_corpus(data_dir)
+    for split, fraction in (("test", args.test_fraction), ("dev", args.dev_fraction)):
+        if splits[split] is None:
+            splits["train"], splits[split] = set_aside(splits["train"], fraction, args.seed)
+    for split, sentences in splits.items():
+        if not sentences:
+            raise UserError(f"The {split} split of {data_dir} holds no sentence. Give it some, or a larger fraction.")
+
+    # The vocabularies, from train only: dev and test words the model never saw become <unk>
+    counts = Counter(token for tokens, _ in splits["train"] for token in tokens)
+    words = [PAD, UNK, *sorted(w for w, n in counts.items() if n >= args.min_count and w not in (PAD, UNK))]
+    chars = [PAD, UNK, *sorted({c for w in counts for c in w})]
+    tags = sorted({tag for _, tags in splits["train"] for tag in tags})
+    if unknown := sorted({t for s in ("dev", "test") for _, tags in splits[s] for t in tags} - set(tags)):
+        raise UserError(f"dev or test use the tags {', '.join(unknown)}, which train never does. Add them to train.")
+    tag_scheme, breaking = scheme([tags for _, tags in splits["train"]])
+    if breaking:
+        logging.warning(
+            f"Warning: {len(breaking)} train sentences break {tag_scheme} (the first: number {breaking[0] + 1})"
+        )
+
+    # Write everything, the record last: train.py reads the sizes from it
+    for split, sentences in splits.items():
+        for name, column in (("sentences.txt", 0), ("labels.txt", 1)):
+            write_text_atomic("".join(" ".join(s[column]) + "\n" for s in sentences), output_dir / split / name)
+    for name, values in (("words.txt", words), ("chars.txt", chars), ("tags.txt", tags)):
+        write_text_atomic("".join(f"{value}\n" for value in values), output_dir / name)
+    record = {"vocab_size": len(words), "num_chars": len(chars), "num_labels": len(tags), "tag_scheme": tag_scheme}
+    record |= {f"{split}_size": len(sentences) for split, sentences in splits.items()}
+    save_json(record | {"min_count": args.min_count, "tags": tags}, output_dir / "dataset_params.json")
+    for split, sentences in splits.items():
+        logging.info(f"{split}: {len(sentences)} sentences, {sum(len(t) for t, _ in sentences)} tokens")
+    logging.info(
+        f"Vocabulary: {len(words)} words ({args.min_count}+ times in train), {len(chars)} characters, "
+        f"tags {', '.join(tags)} ({tag_scheme})"
+    )
+    logging.info(f"Done building the dataset in {output_dir}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -9,7 +9,11 @@ MODEL_DIR ?= experiments/base_model
 DEMO_DIR := experiments/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo data train evaluate test test-all bench lint tensorboard clean
+# The text demo's corpus, its built data and its experiment
+NER_SENTENCES ?= 3000
+NER_DIR := experiments/ner_base
+
+.PHONY: help install demo demo-ner data train evaluate test test-all bench lint tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +34,15 @@ demo: install data ## Set up, build the demo data, train experiments/demo and ev
 	@echo "Logs:        $(DEMO_DIR)/train.log"
 	@echo "Weights:     $(DEMO_DIR)/best_weights, $(DEMO_DIR)/last_weights"
 	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir experiments"
+
+demo-ner: install ## The text demo: write a synthetic NER corpus, build it, train experiments/ner_base, evaluate it
+	@if [ ! -d data/NER ]; then $(PYTHON) build_vocab.py --synthetic $(NER_SENTENCES); \
+	elif [ ! -d data/built_NER ]; then $(PYTHON) build_vocab.py; \
+	else echo "data/built_NER exists: skipping the build (delete it to rebuild)"; fi
+	$(PYTHON) train.py --model_dir $(NER_DIR) --data_dir data/built_NER --restore_from $(NER_DIR)/last_weights
+	$(PYTHON) evaluate.py --model_dir $(NER_DIR)
+	@echo
+	@$(PYTHON) -m demo.ner_baseline --data_dir data/built_NER --model_dir $(NER_DIR)
 
 data: install ## Draw the demo data if data/SIGNS is missing, and build data/64x64_SIGNS
 	@if [ ! -d data/SIGNS ]; then $(PYTHON) build_dataset.py --synthetic $(DEMO_IMAGES); \

@@ -23,7 +23,7 @@ from pathlib import Path
 from model.utils.conlleval import scheme
 from model.utils.dataset import SPLITS
 from model.utils.errors import UserError, run_main
-from model.utils.files import build_folder, check_output, open_regular, require_folder, save_json, write_text_atomic
+from model.utils.files import build_folder, check_output, read_lines, require_folder, save_json, write_text_atomic
 from model.utils.logs import set_logger
 from model.utils.raw_data import DEV_FOLDERS
 
@@ -37,18 +37,6 @@ parser.add_argument("--seed", type=int, default=230, help="Seed of the dev and t
 parser.add_argument("--dev_fraction", type=float, default=0.1, help="Share of train kept for dev, if DATA_DIR has none")
 parser.add_argument("--test_fraction", type=float, default=0.1, help="Share kept for test, if DATA_DIR has none")
 parser.add_argument("--synthetic", type=int, metavar="N", help="First write a demo corpus of N sentences into DATA_DIR")
-
-
-def read_lines(path):
-    """The lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file and line."""
-    with open_regular(path) as f:
-        lines = f.read().splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            lines[number - 1] = line.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{path}:{number} is not UTF-8 text. Save the file as UTF-8.") from None
-    return lines
 
 
 def read_conll(path):

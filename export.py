@@ -3,7 +3,9 @@
 Restores MODEL_DIR/best_weights (or --restore_from) and writes into MODEL_DIR/export/ (or
 --output_dir): saved_model/ for TensorFlow Serving (encoded image files, or uint8 pixels, in;
 probabilities and class name out), model.keras (uint8 pixels in, probabilities out) and
-classes.json. Their inputs and how to load them: docs/data.md.
+classes.json. A text model's saved_model takes raw sentences and gives each word's tag, as
+predict.py does; its model.keras takes tokens. Their inputs and how to load them: docs/data.md,
+docs/text.md.
 
 Example:
     python export.py --model_dir experiments/base_model
@@ -22,12 +24,15 @@ import tensorflow as tf
 
 from model import model_fn  # noqa: F401  (declares the networks)
 from model.input_fn import Preprocess, decode_jpeg, resize_image, square
+from model.text_input_fn import featurizer
+from model.text_model_fn import tagger
 from model.utils.checkpoints import load_trained_model
-from model.utils.dataset import load_class_names, resize_mode
+from model.utils.dataset import resize_mode
 from model.utils.errors import run_main
 from model.utils.files import check_output, save_json
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
+from model.utils.tasks import task_of
 
 keras = tf.keras
 
@@ -70,9 +75,9 @@ def decode(image_bytes):
     )
 
 
-def write_saved_model(model, image_size, resize, class_names, path):
-    """A SavedModel for TensorFlow Serving: signatures serving_default (image_bytes, encoded image
-    files of any size) and serve_pixels (uint8 pixels), each giving probabilities and class."""
+def image_endpoints(model, image_size, resize, class_names):
+    """The SavedModel's signatures for images: serving_default (image_bytes, encoded image files of any
+    size) and serve_pixels (uint8 pixels), each giving probabilities and class."""
     names = tf.constant(class_names)
 
     def outputs(pixels):
@@ -85,15 +90,26 @@ def write_saved_model(model, image_size, resize, class_names, path):
     def from_bytes(image_bytes):
         return outputs(tf.map_fn(one_file, image_bytes, fn_output_signature=tf.uint8))
 
+    return {
+        "serving_default": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+        "serve_pixels": (outputs, [tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")]),
+    }
+
+
+def write_saved_model(model, endpoints, path):
+    """A SavedModel for TensorFlow Serving, with the signatures of `endpoints` ({name: (function, inputs)})."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serving_default", from_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
-    )
-    archive.add_endpoint(
-        "serve_pixels", outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")]
-    )
+    for name, (function, signature) in endpoints.items():
+        archive.add_endpoint(name, function, input_signature=signature)
     archive.write_out(str(path), verbose=False)
+
+
+def tagger_model(network, featurize):
+    """The text network behind its featurization, with a softmax: tokens [batch, length] ("" pads) -> probabilities."""
+    tokens = keras.Input(shape=(None,), dtype="string", name="tokens")
+    probabilities = keras.layers.Activation("softmax", name="probabilities")(network(featurize(tokens)))
+    return keras.Model(tokens, probabilities, name="tagger")
 
 
 def replace_atomically(write, destination):
@@ -119,22 +135,28 @@ def main(argv=None):
     for name, folder in (("classes.json", False), ("saved_model", True), ("model.keras", False)):
         check_output(output_dir / name, folder)
 
-    # The network with its trained weights, behind the preprocessing and a softmax
+    # The network with its trained weights, behind the preprocessing (for text, the tokenization) and a softmax
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
     data_dir = args.data_dir or data_dir_of(model_dir)
-    class_names, resize = load_class_names(data_dir, params.num_labels), resize_mode(data_dir)
-    model = classifier(network, params.image_size, resize)
+    task = task_of(data_dir)
+    task.check(params, data_dir)
+    class_names = task.class_names(data_dir, params.num_labels)
+    if task.name == "text":  # sentences in, each word's tag out
+        featurize = featurizer(data_dir)
+        model = tagger_model(network, featurize)
+        endpoints = {"serving_default": (tagger(network, featurize, class_names), None)}
+    else:
+        resize = resize_mode(data_dir)
+        model = classifier(network, params.image_size, resize)
+        endpoints = image_endpoints(model, params.image_size, resize, class_names)
     logging.info(f"Exporting the weights in {checkpoint_prefix}")
 
     # Write each format
     output_dir.mkdir(parents=True, exist_ok=True)
     save_json(dict(enumerate(class_names)), output_dir / "classes.json")
     if "saved_model" in formats:
-        replace_atomically(
-            lambda path: write_saved_model(model, params.image_size, resize, class_names, path),
-            output_dir / "saved_model",
-        )
-        logging.info(f"Saved {output_dir / 'saved_model'} (signatures: serving_default for image files, serve_pixels)")
+        replace_atomically(lambda path: write_saved_model(model, endpoints, path), output_dir / "saved_model")
+        logging.info(f"Saved {output_dir / 'saved_model'} (signatures: {', '.join(endpoints)})")
     if "keras" in formats:
         replace_atomically(model.save, output_dir / "model.keras")
         logging.info(f"Saved {output_dir / 'model.keras'}")

@@ -1,7 +1,7 @@
 """Write a synthetic English named-entity corpus, a stand-in for a real one that cannot be shipped.
 
-Names are made of invented syllables, so the names of dev and test never appear in train: a model
-must read them from their context and their letters. Any name can be a person, a place or an
+Names are made of invented syllables; about half of those in dev and test never appear in train, and a
+model must read them from their context and their letters. Any name can be a person, a place or an
 organisation: only the words around it tell which. Entities run from one to three tokens. The files
 follow build_vocab.py's CoNLL layout, IOB2 tags: data_dir/{train,dev,test}.txt."""
 
@@ -69,13 +69,9 @@ def generate_ner(data_dir, num_sentences, seed=230):
     rng = random.Random(seed)
     pool = sorted({name(rng) for _ in range(3000)})
     rng.shuffle(pool)
-    held_out = pool[len(pool) // 2 :]
+    seen = pool[: len(pool) // 2]  # dev and test draw from all the names: about half never appear in train
     counts = {}
-    for split, share, names in (
-        ("train", 0.7, pool[: len(pool) // 2]),
-        ("dev", 0.15, held_out),
-        ("test", 0.15, held_out),
-    ):
+    for split, share, names in (("train", 0.7, seen), ("dev", 0.15, pool), ("test", 0.15, pool)):
         sentences = [sentence(rng, names) for _ in range(round(num_sentences * share))]
         text = "".join("".join(f"{t} {g}\n" for t, g in zip(tokens, tags)) + "\n" for tokens, tags in sentences)
         write_text_atomic(text, Path(data_dir) / f"{split}.txt")

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.utils.errors import UserError
-from model.utils.files import load_json, open_regular, require_folder
+from model.utils.files import load_json, read_lines, require_folder
 
 keras = tf.keras
 MAX_WORD_LENGTH = 20  # the letters of a word the character features see (its first ones)
@@ -45,15 +45,16 @@ class Featurize(keras.layers.Layer):
 
 
 def tokenize(sentences):
-    """Raw text, a sentence per string -> its tokens [sentences, (tokens)] as build_vocab.py's files hold
-    them: punctuation split from words ("Paris." -> "Paris", ".")."""
-    spaced = tf.strings.regex_replace(sentences, r"([^\w\s])", r" \1 ")
-    return tf.strings.split(tf.strings.strip(spaced))
+    """Raw text, a sentence per string -> its tokens [sentences, (tokens)], as CoNLL corpora cut them:
+    punctuation is split from words ("Paris," -> "Paris", ","), and so is a sentence's final period,
+    but not the period of an abbreviation ("Mr.", "U.S.")."""
+    spaced = tf.strings.regex_replace(sentences, r"""([,;:!?()"]|\.\s*$)""", r" \1 ")
+    return tf.strings.split(spaced)
 
 
-def read_vocabulary(data_dir, name):
-    with open_regular(Path(data_dir) / name) as f:
-        return f.read().decode("utf-8").splitlines()
+def featurizer(data_dir):
+    """The Featurize layer of a built dataset's vocabularies."""
+    return Featurize(read_lines(Path(data_dir) / "words.txt"), read_lines(Path(data_dir) / "chars.txt"))
 
 
 def data_values(data_dir):
@@ -66,16 +67,15 @@ def list_split(data_dir, split):
     """(features of each sentence, its tag ids) of a built split; features as tf.RaggedTensors."""
     folder = Path(data_dir) / split
     require_folder(folder, f"The {split} split is missing: run build_vocab.py first, or give --data_dir its output.")
-    sentences, labels = [read_vocabulary(folder, name) for name in ("sentences.txt", "labels.txt")]
-    tags = {tag: i for i, tag in enumerate(read_vocabulary(data_dir, "tags.txt"))}
+    sentences, labels = read_lines(folder / "sentences.txt"), read_lines(folder / "labels.txt")
+    tags = {tag: i for i, tag in enumerate(read_lines(Path(data_dir) / "tags.txt"))}
     tokens = [sentence.split() for sentence in sentences]
     tag_ids = [[tags.get(tag, -2) for tag in label.split()] for label in labels]
     if len(tokens) != len(tag_ids) or any(len(t) != len(i) or not t for t, i in zip(tokens, tag_ids)):
         raise UserError(f"{folder} does not hold one tag per token of each sentence. Rebuild it with build_vocab.py.")
     if not tokens:
         raise UserError(f"The {split} split is empty: {folder / 'sentences.txt'} holds no sentence.")
-    featurize = Featurize(*(read_vocabulary(data_dir, name) for name in ("words.txt", "chars.txt")))
-    features = featurize(tf.constant([token for sentence in tokens for token in sentence]))
+    features = featurizer(data_dir)(tf.constant([token for sentence in tokens for token in sentence]))
     lengths = [len(t) for t in tokens]
     ragged = {name: tf.RaggedTensor.from_row_lengths(values, lengths) for name, values in features.items()}
     return ragged, [np.array(ids, np.int32) for ids in tag_ids]
@@ -89,7 +89,7 @@ def check_split(features, labels, params, split):
 
 
 def class_names(data_dir, num_labels):
-    names = read_vocabulary(data_dir, "tags.txt")
+    names = read_lines(Path(data_dir) / "tags.txt")
     if len(names) != num_labels:
         raise UserError(
             f"{Path(data_dir) / 'tags.txt'} holds {len(names)} tags, but the model has num_labels = {num_labels}. "

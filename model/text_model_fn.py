@@ -8,7 +8,7 @@ the padding (tag -1): the training and evaluation loops weigh each token by whet
 import numpy as np
 import tensorflow as tf
 
-from model import text_input_fn
+from model import model_fn, text_input_fn  # noqa: F401  (model_fn: the optimizer both tasks train with)
 from model.text_input_fn import MAX_WORD_LENGTH
 from model.utils import conlleval
 from model.utils.params import Hyperparameter, at_least, fraction, metrics, network, split_metrics
@@ -49,7 +49,8 @@ def char_bilstm(params):
     letters = keras.layers.Embedding(params.num_chars, params.char_embedding_size)(inputs["chars"])
     # A 1x3 convolution slides over the letters of each word, never across words
     letters = keras.layers.Conv2D(params.char_filters, (1, 3), padding="same", activation="relu")(letters)
-    letters = keras.layers.Lambda(lambda x: keras.ops.max(x, axis=2), name="max_over_letters")(letters)
+    letters = keras.layers.MaxPooling2D((1, MAX_WORD_LENGTH))(letters)  # the strongest of each feature in a word
+    letters = keras.layers.Reshape((-1, params.char_filters))(letters)
     return keras.Model(inputs, tag_logits(keras.layers.Concatenate()([words, letters]), params), name="char_bilstm")
 
 
@@ -84,6 +85,20 @@ def entity_metrics(true_tags, predicted_tags, tag_names):
     """Entity-level precision, recall and F1 over a whole split, by conlleval's rules; and per entity type."""
     names = np.array(tag_names)
     return conlleval.scores([names[t] for t in true_tags], [names[p] for p in predicted_tags])
+
+
+def tagger(network, featurize, tag_names):
+    """Raw sentences -> {"tokens", "tags"} [sentences, longest], "" after each sentence's end: the
+    tokenization, the network and the tag names in one function, which predict.py runs and export.py saves."""
+    names = tf.constant(tag_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+    def tag(sentences):
+        tokens = text_input_fn.tokenize(sentences).to_tensor("")
+        predicted = tf.gather(names, tf.argmax(network(featurize(tokens), training=False), axis=-1))
+        return {"tokens": tokens, "tags": tf.where(tokens == "", "", predicted)}
+
+    return tag
 
 
 TASK = register_task(

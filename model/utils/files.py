@@ -46,6 +46,18 @@ def load_json(path):
     return content
 
 
+def read_lines(path):
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file and line."""
+    with open_regular(path) as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            lines[number - 1] = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number} is not UTF-8 text. Save the file as UTF-8.") from None
+    return lines
+
+
 def save_json(values, path):
     """Saves a dict as a JSON file, atomically; NumPy and TensorFlow numbers become plain ones."""
     write_text_atomic(json.dumps(values, indent=4, default=_to_builtin) + "\n", path)

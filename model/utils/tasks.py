@@ -55,7 +55,7 @@ def register_task(task):
 
 def task_of(data_dir):
     """The task of a data folder: text if build_vocab.py built it, else images."""
-    return TASKS["text" if (Path(data_dir) / "dataset_params.json").is_file() else "images"]
+    return TASKS["text" if data_dir and (Path(data_dir) / "dataset_params.json").is_file() else "images"]
 
 
 def other(task):

@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
-from model import input_fn, model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
-from model.utils.dataset import check_split, list_split
+from model import model_fn, text_model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
 from model.utils.errors import UserError, run_main
 from model.utils.files import load_json
 from model.utils.logs import set_logger
-from model.utils.params import load_params
 from model.utils.run_folder import run_status
+from model.utils.tasks import task_of
 from search.runner import Planned, run_search, run_trial
 from search.space import MAX_TRIALS, grid_trials, load_search_space, random_trials, trial_name
 
@@ -77,7 +76,8 @@ def main(argv=None):
         raise UserError(f"--jobs must be from 1 to 256, and --num_trials from 1 to {MAX_TRIALS}.")
 
     # The base hyperparameters, the space to search around them, and how to choose the trials
-    params = load_params(parent_dir)
+    task = task_of(args.data_dir)
+    params = task.load_params(parent_dir, (), args.data_dir)
     space, is_grid = load_search_space(parent_dir, params.model_version)
     method = args.sampler or ("grid" if is_grid else "random")
     if method == "grid" and not is_grid:
@@ -96,9 +96,9 @@ def main(argv=None):
     if method == "tpe":
         from search.tpe import Study  # Optuna is optional: imported only when asked for
     for split in ("train", "dev", "test")[: 3 if args.evaluate else 2]:  # checked before the first trial starts
-        files = list_split(args.data_dir, split)
+        data = task.list_split(args.data_dir, split)
         if not space.keys() & {"image_size", "num_labels"}:  # else each trial checks it with its own
-            check_split(*files, params, split)
+            task.check_split(*data, params, split)
 
     # Log to the console and to PARENT_DIR/search.log; a launcher that cannot start stops us here
     set_logger(parent_dir / "search.log")

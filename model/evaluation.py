@@ -19,6 +19,10 @@ class Metrics:
         self.per_kind = {}  # the split metrics of each kind (entity type) at the last evaluation
 
     def update(self, labels, logits, losses):
+        # One example per row, words and images alike: Keras would average a sentence's words first, weighing
+        # each batch by its padded length
+        labels, losses = tf.reshape(labels, [-1]), tf.reshape(losses, [-1])
+        logits = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
         weights = tf.cast(labels >= 0, tf.float32)
         self.loss.update_state(losses, sample_weight=weights)
         probabilities = tf.nn.softmax(logits)

@@ -32,7 +32,7 @@ def bilstm(params):
     word's tag logits. A word that train never showed is <unk>: only its context tells its tag."""
     inputs = text_inputs()
     x = keras.layers.Embedding(params.vocab_size, params.embedding_size, mask_zero=True)(inputs["words"])
-    return keras.Model(inputs, tag_logits(x, params), name="bilstm")
+    return keras.Model(inputs, tag_logits(x, inputs, params), name="bilstm")
 
 
 @network(
@@ -51,7 +51,9 @@ def char_bilstm(params):
     letters = keras.layers.Conv2D(params.char_filters, (1, 3), padding="same", activation="relu")(letters)
     letters = keras.layers.MaxPooling2D((1, MAX_WORD_LENGTH))(letters)  # the strongest of each feature in a word
     letters = keras.layers.Reshape((-1, params.char_filters))(letters)
-    return keras.Model(inputs, tag_logits(keras.layers.Concatenate()([words, letters]), params), name="char_bilstm")
+    return keras.Model(
+        inputs, tag_logits(keras.layers.Concatenate()([words, letters]), inputs, params), name="char_bilstm"
+    )
 
 
 def text_inputs():
@@ -61,10 +63,13 @@ def text_inputs():
     }
 
 
-def tag_logits(x, params):
-    """Dropout, a bidirectional LSTM over the sentence (the padding masked out), dropout, one logit per tag."""
+def tag_logits(x, inputs, params):
+    """Dropout, a bidirectional LSTM over the sentence, dropout, one logit per tag. The LSTM is given the
+    padding's mask itself: Keras loses a mask where features without one are joined to it."""
     x = keras.layers.Dropout(params.dropout_rate)(x)
-    x = keras.layers.Bidirectional(keras.layers.LSTM(params.lstm_size, return_sequences=True))(x)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(params.lstm_size, return_sequences=True))(
+        x, mask=keras.ops.not_equal(inputs["words"], 0)
+    )
     x = keras.layers.Dropout(params.dropout_rate)(x)
     return keras.layers.Dense(params.num_labels, name="logits", dtype="float32")(x)
 

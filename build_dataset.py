@@ -10,6 +10,9 @@ Example:
     python build_dataset.py --data_dir data/SIGNS --output_dir data/64x64_SIGNS
 """
 
+import model.utils.interrupts  # noqa: F401  (first: a Ctrl-C from here on ends the script quietly)
+
+# isort: split
 import argparse
 import logging
 import os

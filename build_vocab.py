@@ -14,6 +14,9 @@ Example:
     python build_vocab.py --data_dir data/NER --output_dir data/built_NER
 """
 
+import model.utils.interrupts  # noqa: F401  (first: a Ctrl-C from here on ends the script quietly)
+
+# isort: split
 import argparse
 import logging
 import random

@@ -15,12 +15,13 @@ import os
 import shlex
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model import model_fn, text_model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
 from model.utils.errors import UserError, run_main
-from model.utils.files import load_json
+from model.utils.files import load_json, lock_folder
 from model.utils.logs import set_logger
 from model.utils.run_folder import run_status
 from model.utils.tasks import task_of
@@ -95,20 +96,28 @@ def main(argv=None):
         return
     if method == "tpe":
         from search.tpe import Study  # Optuna is optional: imported only when asked for
+
+        name = args.study_name or parent_dir.name
+        sampler = partial(Study, parent_dir, args.storage, name, space, params, args.num_trials, args.pruner)
+    else:
+        sampler = partial(Planned, trials, params.num_epochs)
     for split in ("train", "dev", "test")[: 3 if args.evaluate else 2]:  # checked before the first trial starts
         data = task.list_split(args.data_dir, split)
         if not space.keys() & {"image_size", "num_labels"}:  # else each trial checks it with its own
             task.check_split(*data, params, split)
 
-    # Log to the console and to PARENT_DIR/search.log; a launcher that cannot start stops us here
-    set_logger(parent_dir / "search.log")
+    # One search at a time in PARENT_DIR; it logs to the console and to PARENT_DIR/search.log
+    with lock_folder(parent_dir, "search_hyperparams.py"):
+        set_logger(parent_dir / "search.log")
+        run_trials(args, parent_dir, sampler)
+
+
+def run_trials(args, parent_dir, make_sampler):
+    """Runs the trials of the sampler that `make_sampler` makes, then evaluates them if asked; exits 1 if any failed."""
+    # A launcher that cannot start stops us here, before a study is opened
     launcher = launcher_prefix(args.launcher)
     train_command = [*launcher, sys.executable, str(Path(__file__).parent / "train.py"), "--data_dir", args.data_dir]
-    if method == "tpe":
-        name = args.study_name or parent_dir.name
-        sampler = Study(parent_dir, args.storage, name, space, params, args.num_trials, args.pruner)
-    else:
-        sampler = Planned(trials, params.num_epochs)
+    sampler = make_sampler()
 
     # Run the trials, args.jobs at a time, each with its share of the CPU cores
     threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -9,13 +9,16 @@ Example:
     python synthesize_results.py --parent_dir experiments --split test
 """
 
+import model.utils.interrupts  # noqa: F401  (first: a Ctrl-C from here on ends the script quietly)
+
+# isort: split
 import argparse
 import logging
 import math
 from pathlib import Path
 
 from model.utils.errors import UserError, run_main
-from model.utils.files import check_output, load_json, require_folder, save_csv, write_text_atomic
+from model.utils.files import check_output, load_json, refuse_special, require_folder, save_csv, write_text_atomic
 from model.utils.params import LOWER_IS_BETTER
 from model.utils.run_folder import JOURNAL_NAME, run_status
 
@@ -23,7 +26,9 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--parent_dir", default="experiments", help="Folder to search for experiments")
 parser.add_argument("--metric", default="accuracy", help="Metric to sort by (loss sorts lowest first)")
 parser.add_argument("--split", default="eval", choices=["eval", "test"], help="Dev (eval) or test metrics")
-parser.add_argument("--storage", help="Database URL of an Optuna study to show (journal files are found by themselves)")
+parser.add_argument(
+    "--storage", help="Database URL or journal file of an Optuna study to show (PARENT_DIR's journals are found)"
+)
 
 
 def read_json_or_warn(path):
@@ -117,6 +122,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     parent_dir = Path(args.parent_dir)
     require_folder(parent_dir, "Give --parent_dir the folder of the experiments, such as experiments.")
+    if args.storage and "://" not in args.storage:  # a journal file, read: checked before the work
+        refuse_special(args.storage)
+        if not Path(args.storage).is_file():
+            raise UserError(f"--storage {args.storage}: no such journal file. Check the path.")
 
     # Gather every experiment's hyperparameters and metrics
     experiments = find_experiments(parent_dir, args.split)

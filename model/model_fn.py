@@ -18,7 +18,7 @@ keras = tf.keras
 
 
 @network(
-    num_channels=at_least(1, 16),  # channels of the first conv block; the next ones have 2x, 4x, 8x
+    num_channels=at_least(1, 16, maximum=1024),  # channels of the first conv block; the next ones have 2x, 4x, 8x
     use_batch_norm=flag(True),
     bn_momentum=fraction(0.9, "momentum of the batch-norm moving averages", below_one=True),
 )
@@ -44,8 +44,8 @@ def base_model(params):
 
 
 @network(
-    num_channels=at_least(1, 16),  # channels of the first convolution; each block doubles them
-    num_blocks=at_least(1, 3),  # residual blocks, each halving the image
+    num_channels=at_least(1, 16, maximum=1024),  # channels of the first convolution; each block doubles them
+    num_blocks=at_least(1, 3, maximum=12),  # residual blocks, each halving the image
     dropout_rate=fraction(0.2, "the share of features dropped before the last layer", below_one=True),
 )
 def resnet(params):

@@ -83,8 +83,8 @@ def load_search_space(parent_dir, model_version):
         if isinstance(spec, list) and not spec:
             raise UserError(f"{path}: the list of values for '{key}' is empty.\n{EXAMPLE}")
         spec = space[key] = {"distribution": "choice", "values": spec} if isinstance(spec, list) else spec
-        if not valid(spec):
-            raise UserError(f"{path}: '{key}' must be a list of values or a valid distribution, not {spec}.\n{EXAMPLE}")
+        if wrong := problem(spec):
+            raise UserError(f"{path}: '{key}': {wrong}.\n{EXAMPLE}")
         for value in spec.get("values", [spec.get("low"), spec.get("high")]):
             hyperparameters[key].check(key, value, path)
         whole = (hyperparameters[key].kind or type(hyperparameters[key].default)) is int
@@ -98,19 +98,30 @@ def load_search_space(parent_dir, model_version):
     return space, grid
 
 
-def valid(spec):
-    """Whether a distribution has the fields it needs: a non-empty list of values, or low < high."""
+def problem(spec):
+    """What is wrong with a distribution, or None: it takes its fields only, and non-empty values or low < high."""
     kind = DISTRIBUTIONS.get(spec.get("distribution")) if isinstance(spec, dict) else None
     if kind is None:
-        return False
-    if set(spec) != ({"distribution", "values"} if kind.bounds is None else {"distribution", "low", "high"}):
-        return False  # a field missing, or one that would be ignored (a typo)
+        return f"give a list of values, or a distribution ({', '.join(DISTRIBUTIONS)}), not {json.dumps(spec)}"
+    fields = {"distribution", "values"} if kind.bounds is None else {"distribution", "low", "high"}
+    if set(spec) != fields:  # a field missing, or a typo that would be ignored
+        extra = ", ".join(sorted(set(spec) - fields))
+        return f"{spec['distribution']} takes {' and '.join(sorted(fields - {'distribution'}))}" + (
+            f", not {extra}" if extra else ""
+        )
     if kind.bounds is None:
-        return isinstance(spec.get("values"), list) and bool(spec["values"])
-    low, high = spec.get("low"), spec.get("high")
+        return (
+            None if isinstance(spec["values"], list) and spec["values"] else "choice needs a non-empty list of values"
+        )
+    low, high = spec["low"], spec["high"]
     numbers = (int,) if kind.bounds is int else (int, float)
-    typed = all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high))
-    return typed and low < high and (spec["distribution"] != "log_uniform" or low > 0)
+    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high)):
+        return f"low and high of {spec['distribution']} must be {'whole ' if kind.bounds is int else ''}numbers"
+    if not low < high:
+        return f"low ({low}) must be below high ({high})"
+    if spec["distribution"] == "log_uniform" and low <= 0:
+        return f"low of log_uniform must be above 0, not {low}"
+    return None
 
 
 def grid_trials(space):

@@ -11,7 +11,7 @@ import time
 import warnings
 
 from model.utils.errors import UserError
-from model.utils.files import load_json, read_json_lines, save_json, write_text_atomic
+from model.utils.files import load_json, read_json_lines, refuse_special, save_json, write_text_atomic
 from model.utils.params import LOWER_IS_BETTER
 from model.utils.run_folder import JOURNAL_NAME
 from search.runner import STOPPING, Trial
@@ -41,7 +41,10 @@ MAX_RETRIES = 2
 def open_storage(storage):
     """A database URL as it is, a file as Optuna's journal (file locks: safe for many processes)."""
     storage = str(storage)
-    return storage if "://" in storage else JournalStorage(JournalFileBackend(storage))
+    if "://" in storage:
+        return storage
+    refuse_special(storage)  # a pipe would hang the journal's reader, and a link lead outside the folders given
+    return JournalStorage(JournalFileBackend(storage))
 
 
 class Study:

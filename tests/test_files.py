@@ -158,6 +158,18 @@ def run_main_here(main):
     return end.value.code, stderr.getvalue()
 
 
+def test_run_main_names_running_out_of_memory_and_the_fix():
+    import tensorflow as tf
+
+    def main(argv):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[3,3,3,2147483647]")
+
+    returncode, stderr = run_main_here(main)
+
+    assert returncode == 2 and "Traceback" not in stderr
+    assert "Out of memory" in stderr and "Lower batch_size" in stderr
+
+
 class InterruptedWhileCollected:
     def __del__(self):
         signal.raise_signal(signal.SIGINT)  # the KeyboardInterrupt is raised in __del__, which Python drops

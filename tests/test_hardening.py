@@ -72,6 +72,12 @@ OUTPUTS = {
     "run.json": ("train.py", ["--model_dir", "{experiment}", "--data_dir", "{data}"], "experiment/run.json"),
     "classes.json": ("build_dataset.py", ["--data_dir", "{raw}", "--output_dir", "{tmp}/out"], "out/classes.json"),
     "model.keras": ("export.py", ["--model_dir", "{experiment}", "--output_dir", "{tmp}/out"], "out/model.keras"),
+    "words.txt": ("build_vocab.py", ["--data_dir", "{corpus}", "--output_dir", "{tmp}/out"], "out/words.txt"),
+    "build_vocab.log": (
+        "build_vocab.py",
+        ["--data_dir", "{corpus}", "--output_dir", "{tmp}/out"],
+        "out/build_vocab.log",
+    ),
 }
 # The same for outputs that are folders, where a file is of the wrong kind too
 FOLDER_OUTPUTS = {
@@ -91,15 +97,26 @@ def test_an_output_of_the_wrong_kind_is_refused_before_the_work_and_left_as_it_w
 ):
     script, args, name = output
     raw = write_raw_signs(tmp_path / "SIGNS", num_train=12, num_test=6)
+    (tmp_path / "corpus").mkdir()
+    for split in ("train", "dev", "test"):
+        (tmp_path / "corpus" / f"{split}.txt").write_text("Mr. O\nKalan B-PER\nleft O\n\n")
     (tmp_path / "out").mkdir()
     out = tmp_path / name
     SPECIAL_FILES[kind](out)
     before = os.lstat(out)
-    values = {"experiment": experiment, "data": data, "out": out, "raw": raw, "tmp": tmp_path}
+    values = {
+        "experiment": experiment,
+        "data": data,
+        "out": out,
+        "raw": raw,
+        "tmp": tmp_path,
+        "corpus": tmp_path / "corpus",
+    }
 
     result = run_in_process(script, *(arg.format(**values) for arg in args))
 
     assert_user_error(result, str(out))
+    assert "remove" not in result.stderr  # what is there may be the system's: the fix is another path
     after = os.lstat(out)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)  # not replaced, not followed
     assert not (tmp_path / "elsewhere").exists()
@@ -306,6 +323,26 @@ def test_a_wrong_label_never_gets_a_suggestion_the_checks_refuse(tmp_path, data,
     assert_user_error(run_in_process("train.py", "--model_dir", experiment, "--data_dir", data), "below 1000000")
 
 
+@pytest.mark.parametrize(
+    "classes, words",
+    [
+        (
+            {"0": "a", "1": "b", "2": "c", "3": "d", "4": "e", "7": "f"},
+            "must name every label from 0 up, but lacks 5, 6",
+        ),
+        ({"zero": "a", "1": "b"}, "'zero' is not a label"),
+        ({"0": "a", "1": "b", "2": "c"}, "or for a new model set num_labels to 3"),
+    ],
+)
+def test_a_classes_json_that_does_not_fit_says_what_to_fix(data, experiment, classes, words):
+    (data / "classes.json").write_text(json.dumps(classes))
+
+    result = run_in_process("train.py", "--model_dir", experiment, "--data_dir", data)
+
+    assert_user_error(result, words)
+    assert not (experiment / "run.json").exists()
+
+
 # D. A failure is never reported as a success
 
 
@@ -334,7 +371,26 @@ def search_folder(tmp_path, space, **params):
         ({"learning_rate": [0.01]}, ["--data_dir", "{tmp}/no_data"], "no_data/train does not exist"),
         ({"learning_rate": [0.01]}, ["--data_dir", "{data}"], "but image_size = 32"),
         ({"image_size": [16]}, ["--data_dir", "{tmp}/no_test", "--evaluate"], "no_test/test does not exist"),
-        ({"learning_rate": {"distribution": "uniform", "low": 0.1, "hihg": 1}}, ["--dry_run"], "a valid distribution"),
+        (
+            {"learning_rate": {"distribution": "uniform", "low": 0.1, "hihg": 1}},
+            ["--dry_run"],
+            "takes high and low, not hihg",
+        ),
+        (
+            {"learning_rate": {"distribution": "uniform", "low": 0.1, "high": 0.001}},
+            ["--dry_run"],
+            "low (0.1) must be below",
+        ),
+        (
+            {"learning_rate": {"distribution": "log_uniform", "low": 0, "high": 1}},
+            ["--dry_run"],
+            "must be above 0, not 0",
+        ),
+        (
+            {"num_channels": {"distribution": "int_uniform", "low": 4, "high": 8.5}},
+            ["--dry_run"],
+            "must be whole numbers",
+        ),
         ({"learning_rate": {"distribution": "uniform", "low": 0.1, "high": float("inf")}}, ["--dry_run"], "Infinity"),
         ({"num_blocks": [1, 2], "model_version": ["base_model", "resnett"]}, ["--dry_run"], '"resnett"'),
     ],
@@ -346,6 +402,9 @@ def search_folder(tmp_path, space, **params):
         "data of another size",
         "no test split to evaluate on",
         "a misspelt field",
+        "bounds the wrong way round",
+        "a log scale from 0",
+        "a fractional bound of whole numbers",
         "an infinite bound",
         "an unknown network",
     ],
@@ -360,6 +419,38 @@ def test_a_search_that_cannot_run_stops_before_its_first_trial(tmp_path, data, s
 
     assert_user_error(result, words)
     assert [p.name for p in parent.iterdir()] in (["params.json", "search.json"], ["search.json", "params.json"])
+
+
+def test_a_second_search_in_the_same_folder_is_refused(tmp_path, data):
+    from model.utils.files import lock_folder
+
+    parent = search_folder(tmp_path, {"learning_rate": [0.01, 0.02]})
+
+    with lock_folder(parent, "search_hyperparams.py"):  # a search running there
+        result = run_in_process("search_hyperparams.py", "--parent_dir", parent, "--data_dir", data)
+
+    assert_user_error(result, "Another search_hyperparams.py is writing into")
+    assert not [p for p in parent.iterdir() if p.is_dir()]  # no trial started
+
+
+@pytest.mark.parametrize(
+    "script, make",
+    [("search_hyperparams.py", os.mkfifo), ("synthesize_results.py", os.mkfifo), ("synthesize_results.py", None)],
+    ids=["search, a pipe", "summary, a pipe", "summary, missing"],
+)
+def test_a_storage_that_is_no_journal_file_is_named_and_never_waited_on(tmp_path, data, script, make):
+    parent = search_folder(tmp_path, {"learning_rate": {"distribution": "log_uniform", "low": 0.001, "high": 0.1}})
+    storage = tmp_path / "journal.log"
+    if make:
+        make(storage)
+    args = ["--parent_dir", parent, "--data_dir", data, "--sampler", "tpe", "--num_trials", "1"]
+
+    result = run_in_process(
+        script, *(args if script == "search_hyperparams.py" else ["--parent_dir", tmp_path]), "--storage", storage
+    )
+
+    assert_user_error(result, str(storage))
+    assert bool(make) == storage.exists()  # a summary never makes a journal
 
 
 def test_a_trial_whose_launcher_trains_nothing_is_failed_not_done(tmp_path, data):

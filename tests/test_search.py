@@ -123,8 +123,11 @@ def running_processes_mentioning(text):
         ('{\n    "learning_rate": [0.01,]\n}', ["search.json is not valid JSON", "line 2, column"]),
         ({"learning_rat": [0.01]}, ["'learning_rat' is not a hyperparameter", "learning_rate"]),
         ({"learning_rate": []}, ["the list of values for 'learning_rate' is empty"]),
-        ({"learning_rate": {"distribution": "log_uniform", "low": 0, "high": 0.1}}, ["'learning_rate' must be"]),
-        ({"num_channels": {"distribution": "int_uniform", "low": 1.5, "high": 8.5}}, ["'num_channels' must be"]),
+        (
+            {"learning_rate": {"distribution": "log_uniform", "low": 0, "high": 0.1}},
+            ["'learning_rate': low of log_uniform"],
+        ),
+        ({"num_channels": {"distribution": "int_uniform", "low": 1.5, "high": 8.5}}, ["'num_channels': low and high"]),
         ({"batch_size": [16, 0]}, ["batch_size = 0 is not valid"]),
         ({"model_version": ["base_model", "no_such_model"]}, ['model_version = "no_such_model" is not valid']),
         ('{"learning_rate": [0.01], "note": "\xe9t\xe9"}'.encode("latin-1"), ["search.json is not UTF-8"]),

@@ -99,11 +99,19 @@ def load_class_names(data_dir, num_labels):
     if not data_dir or not path.is_file():
         return [str(label) for label in range(num_labels)]
     names = load_json(path)
-    if set(names) != {str(label) for label in range(num_labels)}:
+    if not_labels := [key for key in names if not (key.isdecimal() and int(key) < MAX_LABELS)]:
+        raise UserError(f"{path}: {not_labels[0]!r} is not a label. The keys are the labels 0, 1, 2...: fix the file.")
+    labels = sorted(int(key) for key in names)
+    if labels != list(range(len(labels))):
+        missing = sorted(set(range(labels[-1])) - set(labels))
         raise UserError(
-            f"{path} names the labels {', '.join(names)}, but the model has num_labels = {num_labels} "
+            f"{path} must name every label from 0 up, but lacks {', '.join(map(str, missing))}: fix the file."
+        )
+    if len(labels) != num_labels:
+        raise UserError(
+            f"{path} names the labels 0 to {len(labels) - 1}, but the model has num_labels = {num_labels} "
             f"(0 to {num_labels - 1}). Pass the --data_dir the model was trained on, or for a new model "
-            f"set num_labels to {len(names)}."
+            f"set num_labels to {len(labels)}."
         )
     names = [names[str(label)] for label in range(num_labels)]
     for name in names:

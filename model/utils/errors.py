@@ -61,12 +61,18 @@ def run_main(main, argv=None):
             f"{error.filename or 'a file'}: {os.strerror(error.errno)}. Check the permissions, or use another "
             "folder, then run the same command again."
         )
-    except Exception as error:  # TensorFlow's writers raise their own errors on a full disk
+    except Exception as error:  # TensorFlow raises its own errors on a full disk, and out of memory
+        if type(error).__name__ == "ResourceExhaustedError":
+            _exit_with(
+                "Out of memory: the network or a batch is too large for this machine. Lower batch_size, or the "
+                "network's sizes (such as num_channels or lstm_size), in params.json; then run again."
+            )
         if "No space left on device" not in str(error):
             raise
         # "{{function_node ...}} path/events.out...; No space left on device": keep the path
         _exit_with(disk_full(re.sub(r"\{\{.*?\}\}", "", str(error).split(";")[0]).strip()))
     except KeyboardInterrupt:
+        logging.getLogger("tensorflow").disabled = True  # its complaints about objects left half restored
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
     finally:

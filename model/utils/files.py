@@ -118,14 +118,21 @@ def refuse_special(path, folder=False):
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
+    # The fix is always another path: what is there may be the system's (/dev/stdout is a link, /dev/null a device)
     if stat.S_ISLNK(mode):
         raise UserError(
             f"{path} is a symbolic link. Outputs are never written through links, so that nothing is "
-            "written outside the folders given: remove the link (its target stays), then run again."
+            "written outside the folders given: give the path of a file in a folder of yours."
         )
-    if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
-        kind = {stat.S_ISDIR(mode): "a folder", stat.S_ISREG(mode): "a file"}.get(True, "a device, pipe or socket")
-        raise UserError(f"{path} is {kind}, not a {'folder' if folder else 'file'}: remove it, or give another path.")
+    if stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        raise UserError(
+            f"{path} is a {'file' if folder else 'folder'}, not a {'folder' if folder else 'file'}: give another path."
+        )
+    raise UserError(
+        f"{path} is a device, pipe or socket, not a file: the template reads and writes files only. Give another path."
+    )
 
 
 def open_regular(path, append=False):

@@ -6,20 +6,10 @@ for devices. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything."""
 
 import logging
 import os
-import signal
+
+from model.utils.interrupts import CONSOLE  # first: Ctrl-C while TensorFlow loads ends the script quietly
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-console = os.dup(2)
-
-
-def interrupted(signum, frame):
-    """Ctrl-C before the script's main runs (run_main takes over then): TensorFlow's loading can swallow a
-    KeyboardInterrupt in one of its threads and go on, so the script ends here, as it would later."""
-    os.write(console, b"Interrupted.\n")
-    os._exit(130)
-
-
-signal.signal(signal.SIGINT, interrupted)
 devnull = os.open(os.devnull, os.O_WRONLY)
 try:
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
@@ -31,5 +21,5 @@ try:
     tf.get_logger().setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
 finally:
-    os.dup2(console, 2)
+    os.dup2(CONSOLE, 2)
     os.close(devnull)

@@ -87,8 +87,9 @@ def main(argv=None):
 
         # Train, evaluating on dev after each epoch
         logging.info(f"Starting training for {params.num_epochs} epochs")
+        words = task.words and task.words(data_dir)  # to show the dev sentences it gets wrong (text)
         stopped_early = train_and_evaluate(
-            spec, train_dataset, dev_dataset, output_dir, params, class_names, args.restore_from
+            spec, train_dataset, dev_dataset, output_dir, params, class_names, args.restore_from, words
         )
         if stopped_early:
             run.record.update(status="stopped early", reason=stopped_early)

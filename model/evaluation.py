@@ -67,11 +67,12 @@ def make_eval_step(model, metrics, params, strategy=None):
 
 def evaluate(eval_step, metrics, dataset, label_names, desc="Evaluating", max_misclassified=0, strategy=None):
     """Runs the model once over `dataset`: returns the metrics, up to `max_misclassified` wrongly
-    classified images for each predicted class (for TensorBoard: what the model confuses), and
-    the confusion matrix (confusion[true class][predicted class] counts images, or words)."""
+    classified images for each predicted class (for TensorBoard: what the model confuses; for text, a
+    list of sentences with a wrong tag: their words, true and predicted tags), and the confusion
+    matrix (confusion[true class][predicted class] counts images, or words)."""
     strategy = strategy or tf.distribute.get_strategy()
     metrics.reset()
-    misclassified, sequences = defaultdict(list), []
+    misclassified, sequences, sentences = defaultdict(list), [], []
     confusion = np.zeros((len(label_names), len(label_names)), np.int64)
     for inputs, labels in tqdm(dataset, desc=desc, total=num_batches(dataset), leave=False):
         predictions = eval_step(inputs, labels)
@@ -79,7 +80,11 @@ def evaluate(eval_step, metrics, dataset, label_names, desc="Evaluating", max_mi
         real = labels >= 0  # not padding
         np.add.at(confusion, (labels[real], predictions[real]), 1)
         if labels.ndim == 2:  # sequences: each sentence's words, for the metrics of a whole split
-            sequences += [(true[r], predicted[r]) for true, predicted, r in zip(labels, predictions, real)]
+            words = local_values(strategy, inputs["words"])
+            for true, predicted, r, ids in zip(labels, predictions, real, words):
+                sequences.append((true[r], predicted[r]))
+                if len(sentences) < max_misclassified and (true[r] != predicted[r]).any():
+                    sentences.append((ids[r], true[r], predicted[r]))
         elif max_misclassified:
             for image, label, prediction in zip(local_values(strategy, inputs), labels, predictions):
                 if label != prediction and len(misclassified[prediction]) < max_misclassified:
@@ -87,7 +92,7 @@ def evaluate(eval_step, metrics, dataset, label_names, desc="Evaluating", max_mi
     results = metrics.result()
     if sequences:
         results |= metrics.split_result(*zip(*sequences), label_names)
-    return results, dict(misclassified), confusion
+    return results, sentences if sequences else dict(misclassified), confusion
 
 
 def predict(model, dataset):

@@ -54,7 +54,12 @@ def tokenize(sentences):
 
 def featurizer(data_dir):
     """The Featurize layer of a built dataset's vocabularies."""
-    return Featurize(read_lines(Path(data_dir) / "words.txt"), read_lines(Path(data_dir) / "chars.txt"))
+    return Featurize(words(data_dir), read_lines(Path(data_dir) / "chars.txt"))
+
+
+def words(data_dir):
+    """The words of a built dataset's vocabulary, by id."""
+    return read_lines(Path(data_dir) / "words.txt")
 
 
 def data_values(data_dir):

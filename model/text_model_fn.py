@@ -119,5 +119,6 @@ TASK = register_task(
         loss=loss,
         metrics=METRICS,
         split_metrics=entity_metrics,
+        words=text_input_fn.words,
     )
 )

@@ -166,7 +166,7 @@ def check_same_precision(prefix, params):
         )
 
 
-def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, class_names, restore_from=None):
+def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, class_names, restore_from=None, words=None):
     """Trains for params.num_epochs epochs in total, evaluating on dev after each one, and saves
     what RUN_OUTPUTS (model/utils/run_folder.py) lists. With restore_from, continues where it stopped.
     Returns why it stopped early, or None."""
@@ -220,7 +220,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, clas
             log_metrics("Eval", epoch, params, dev)
             step = int(spec.optimizer.iterations.numpy())
             summaries.write_scalars(writers["eval"], step, dev)
-            summaries.write_misclassified(writers["eval"], step, misclassified, class_names)
+            summaries.write_misclassified(writers["eval"], step, misclassified, class_names, words)
 
             checkpoint.epoch.assign(epoch)
             value = dev[params.best_metric]

@@ -53,10 +53,22 @@ def write_images(writer, step, name, images):
         tf.summary.image(name, images, max_outputs=len(images))
 
 
-def write_misclassified(writer, step, misclassified, class_names):
-    """The dev images the model got wrong, grouped by the class it predicted."""
-    for predicted, images in sorted(misclassified.items()):
-        write_images(writer, step, f"misclassified/predicted_as_{class_names[predicted]}", tf.stack(images))
+def write_misclassified(writer, step, misclassified, class_names, words=None):
+    """The dev images the model got wrong, grouped by the class it predicted; or the dev sentences with a
+    wrong tag, each wrong word in bold with its predicted and true tags."""
+    if isinstance(misclassified, list):  # sentences: (word ids, true tags, predicted tags); <unk>: unseen in train
+        lines = [
+            " ".join(
+                words[w] if t == p else f"**{words[w]}** ({class_names[p]}, not {class_names[t]})"
+                for w, t, p in zip(*s)
+            )
+            for s in misclassified
+        ]
+        with writer.as_default(step=step):
+            tf.summary.text("misclassified/sentences", "\n\n".join(lines) or "(none)")
+    else:
+        for predicted, images in sorted(misclassified.items()):
+            write_images(writer, step, f"misclassified/predicted_as_{class_names[predicted]}", tf.stack(images))
     writer.flush()
 
 

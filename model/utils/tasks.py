@@ -27,6 +27,7 @@ class Task:
     # (true label sequences, predicted ones, label names) -> ({name: value}, {kind: per-kind results}):
     # metrics of a whole split that no running average gives, such as entity F1
     split_metrics: Callable = None
+    words: Callable = None  # data_dir -> the vocabulary, to show the dev sentences a model gets wrong
 
     def load_params(self, model_dir, overrides, data_dir):
         """MODEL_DIR/params.json with the --param overrides and the values DATA_DIR decides, checked."""

@@ -157,15 +157,17 @@ def test_build_vocab_warns_of_sentences_that_break_the_tag_scheme(tmp_path):
 TINY = {"embedding_size": 32, "char_embedding_size": 8, "char_filters": 16, "lstm_size": 32, "batch_size": 16}
 
 
+def write_corpus(root, sentences, run=run_in_process):
+    """A synthetic corpus of `sentences` sentences in root/raw, built by `run` into root/built."""
+    result = run("build_vocab.py", "--synthetic", sentences, "--data_dir", root / "raw", "--output_dir", root / "built")
+    assert result.returncode == 0, result.stderr
+    return root / "raw", root / "built"
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A synthetic corpus of 1000 sentences, built: (raw folder, built folder)."""
-    root = tmp_path_factory.mktemp("ner")
-    result = run_in_process(
-        "build_vocab.py", "--synthetic", "1000", "--data_dir", root / "raw", "--output_dir", root / "built"
-    )
-    assert result.returncode == 0, result.stderr
-    return root / "raw", root / "built"
+    return write_corpus(tmp_path_factory.mktemp("ner"), 1000)
 
 
 def text_experiment(folder, **overrides):

@@ -11,20 +11,15 @@ import sys
 import pytest
 from conftest import REPO, run_script
 from test_interruptions import start_training, wait_for
-from test_text import TINY, text_experiment
+from test_text import TINY, text_experiment, write_corpus
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A synthetic corpus of 600 sentences, built."""
-    root = tmp_path_factory.mktemp("ner")
-    result = run_script(
-        "build_vocab.py", "--synthetic", "600", "--data_dir", root / "raw", "--output_dir", root / "built"
-    )
-    assert result.returncode == 0, result.stderr
-    return root / "built"
+    """A synthetic corpus of 600 sentences, built by build_vocab.py as a user runs it."""
+    return write_corpus(tmp_path_factory.mktemp("ner"), 600, run_script)[1]
 
 
 def test_a_text_run_killed_resumes_to_its_planned_end(built, tmp_path):

@@ -81,7 +81,8 @@ def keras_fit(data, task, params, weights):
             return network.evaluate(*split, verbose=0, return_dict=True)["accuracy"]
     else:
         train, dev, test = (task.input_fn(split == "train", *task.list_split(data, split), params) for split in SPLITS)
-        fit = {"x": train.map(lambda x, y: (x, tf.maximum(y, 0), tf.cast(y >= 0, tf.float32)))}
+        # input_fn shuffles the sentences: Keras cannot shuffle a tf.data.Dataset, and warns if asked to
+        fit = {"x": train.map(lambda x, y: (x, tf.maximum(y, 0), tf.cast(y >= 0, tf.float32))), "shuffle": False}
         steps_per_epoch, metrics = len(train), []
         names = np.array(task.class_names(data, params.num_labels))
 

@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import sys
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -106,8 +107,9 @@ def main(argv=None):
         if not space.keys() & {"image_size", "num_labels"}:  # else each trial checks it with its own
             task.check_split(*data, params, split)
 
-    # One search at a time in PARENT_DIR; it logs to the console and to PARENT_DIR/search.log
-    with lock_folder(parent_dir, "search_hyperparams.py"):
+    # One grid or random search at a time in PARENT_DIR (TPE searches share it: their study hands out the
+    # trials); it logs to the console and to PARENT_DIR/search.log
+    with lock_folder(parent_dir, "search_hyperparams.py") if method != "tpe" else nullcontext():
         set_logger(parent_dir / "search.log")
         run_trials(args, parent_dir, sampler)
 

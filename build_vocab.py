@@ -19,14 +19,26 @@ import model.utils.interrupts  # noqa: F401  (first: a Ctrl-C from here on ends 
 # isort: split
 import argparse
 import logging
+import os
 import random
+import re
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 from model.utils.conlleval import scheme
 from model.utils.dataset import SPLITS
 from model.utils.errors import UserError, run_main
-from model.utils.files import build_folder, check_output, read_lines, require_folder, save_json, write_text_atomic
+from model.utils.files import (
+    build_folder,
+    check_output,
+    read_lines,
+    refuse_special,
+    require_folder,
+    save_json,
+    write_text_atomic,
+)
 from model.utils.logs import set_logger
 from model.utils.raw_data import DEV_FOLDERS
 
@@ -53,7 +65,7 @@ def read_conll(path):
             raise UserError(f"{path}:{number} holds a token without a tag: each line needs a token and its tag.")
         if columns:
             tokens.append(columns[0])
-            tags.append(columns[-1])
+            tags.append(check_tag(columns[-1], f"{path}:{number}"))
         elif tokens:
             sentences.append((tokens, tags))
             tokens, tags = [], []
@@ -73,8 +85,15 @@ def read_aligned(folder):
                 f"{folder / 'labels.txt'}:{number} has {len(tags)} tags for the {len(tokens)} tokens of "
                 f"{folder / 'sentences.txt'}:{number}. Give each token one tag."
             )
-        pairs += [(tokens, tags)] if tokens else []
+        pairs += [(tokens, [check_tag(tag, f"{folder / 'labels.txt'}:{number}") for tag in tags])] if tokens else []
     return pairs
+
+
+def check_tag(tag, where):
+    """A tag as conlleval reads it: O, or B- or I- and an entity type."""
+    if tag != "O" and not re.fullmatch(r"[BI]-\S+", tag):
+        raise UserError(f"{where}: the tag {tag!r} is not O, B-TYPE or I-TYPE (the IOB1 and IOB2 schemes). Fix it.")
+    return tag
 
 
 def read_corpus(data_dir):
@@ -112,6 +131,13 @@ def main(argv=None):
         raise UserError(f"{data_dir} is not empty: remove it, or drop --synthetic to build from it.")
     if not args.synthetic:
         require_folder(data_dir, "Give --data_dir the raw corpus, or --synthetic N to write a demo one.")
+    if output_dir.resolve().is_relative_to(data_dir.resolve()) or data_dir.resolve().is_relative_to(
+        output_dir.resolve()
+    ):
+        raise UserError(
+            f"--output_dir {output_dir} and --data_dir {data_dir} overlap: the build would replace the raw corpus, "
+            "or read its own output. Choose an output folder apart, such as data/built_NER."
+        )
     with build_folder(output_dir, "build_vocab.py"):
         set_logger(output_dir / "build_vocab.log")
         build_vocab(args, data_dir, output_dir)
@@ -120,8 +146,12 @@ def main(argv=None):
 def build_vocab(args, data_dir, output_dir):
     outputs = ["words.txt", "chars.txt", "tags.txt", "dataset_params.json"]
     outputs += [f"{split}/{name}" for split in SPLITS for name in ("sentences.txt", "labels.txt")]
-    for name in outputs:  # checked before the work
+    for name in outputs:  # checked before the work: never over anything but a file, never through a link
         check_output(output_dir / name)
+    for split in SPLITS:
+        refuse_special(output_dir / split, folder=True)
+    for stale in output_dir.glob(".building.*"):  # what a build killed left (this one holds the lock)
+        shutil.rmtree(stale, ignore_errors=True)
 
     # Write the demo corpus first if asked, then read the splits; set aside those the corpus lacks
     if args.synthetic:
@@ -141,6 +171,10 @@ def build_vocab(args, data_dir, output_dir):
     words = [PAD, UNK, *sorted(w for w, n in counts.items() if n >= args.min_count and w not in (PAD, UNK))]
     chars = [PAD, UNK, *sorted({c for w in counts for c in w})]
     tags = sorted({tag for _, tags in splits["train"] for tag in tags})
+    if tags == ["O"]:
+        raise UserError(
+            f"Every tag of {data_dir}'s train split is O: there is no entity to learn. Check the tag column."
+        )
     if unknown := sorted({t for s in ("dev", "test") for _, tags in splits[s] for t in tags} - set(tags)):
         raise UserError(f"dev or test use the tags {', '.join(unknown)}, which train never does. Add them to train.")
     tag_scheme, breaking = scheme([tags for _, tags in splits["train"]])
@@ -149,15 +183,23 @@ def build_vocab(args, data_dir, output_dir):
             f"Warning: {len(breaking)} train sentences break {tag_scheme} (the first: number {breaking[0] + 1})"
         )
 
-    # Write everything, the record last: train.py reads the sizes from it
-    for split, sentences in splits.items():
-        for name, column in (("sentences.txt", 0), ("labels.txt", 1)):
-            write_text_atomic("".join(" ".join(s[column]) + "\n" for s in sentences), output_dir / split / name)
-    for name, values in (("words.txt", words), ("chars.txt", chars), ("tags.txt", tags)):
-        write_text_atomic("".join(f"{value}\n" for value in values), output_dir / name)
-    record = {"vocab_size": len(words), "num_chars": len(chars), "num_labels": len(tags), "tag_scheme": tag_scheme}
-    record |= {f"{split}_size": len(sentences) for split, sentences in splits.items()}
-    save_json(record | {"min_count": args.min_count, "tags": tags}, output_dir / "dataset_params.json")
+    # Write everything into a hidden folder, then move it into place, the record last: a build that fails
+    # or is stopped leaves the earlier one whole
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".building.") as building:
+        staged = Path(building)
+        for split, sentences in splits.items():
+            for name, column in (("sentences.txt", 0), ("labels.txt", 1)):
+                write_text_atomic("".join(" ".join(s[column]) + "\n" for s in sentences), staged / split / name)
+        for name, values in (("words.txt", words), ("chars.txt", chars), ("tags.txt", tags)):
+            write_text_atomic("".join(f"{value}\n" for value in values), staged / name)
+        record = {"vocab_size": len(words), "num_chars": len(chars), "num_labels": len(tags), "tag_scheme": tag_scheme}
+        record |= {f"{split}_size": len(sentences) for split, sentences in splits.items()}
+        save_json(record | {"min_count": args.min_count, "tags": tags}, staged / "dataset_params.json")
+        (output_dir / "dataset_params.json").unlink(missing_ok=True)  # until the end, the data is no build
+        for name in (*SPLITS, "words.txt", "chars.txt", "tags.txt", "dataset_params.json"):
+            if (output_dir / name).is_dir():
+                shutil.rmtree(output_dir / name)
+            os.replace(staged / name, output_dir / name)
     for split, sentences in splits.items():
         logging.info(f"{split}: {len(sentences)} sentences, {sum(len(t) for t, _ in sentences)} tokens")
     logging.info(

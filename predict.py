@@ -32,7 +32,7 @@ from model.utils.checkpoints import load_trained_model
 from model.utils.conlleval import entities
 from model.utils.dataset import load_class_names, resize_mode
 from model.utils.errors import UserError, check_utf8, run_main
-from model.utils.files import check_output, read_lines, save_csv
+from model.utils.files import check_output, decode_lines, read_lines, save_csv
 from model.utils.images import IMAGE_EXTENSIONS
 from model.utils.logs import set_logger
 from model.utils.run_folder import data_dir_of
@@ -101,7 +101,7 @@ def read_sentences(paths):
     """The non-blank lines of text files, "-" standing for standard input."""
     sentences = []
     for path in paths:
-        lines = sys.stdin.read().splitlines() if path == "-" else read_lines(path)
+        lines = decode_lines(sys.stdin.buffer.read(), "standard input") if path == "-" else read_lines(path)
         sentences += [line for line in lines if line.strip()]
     if not sentences:
         raise UserError(f"No sentences in {', '.join(paths)}: give text files, a sentence per line.")

@@ -81,6 +81,10 @@ def main(argv=None):
     task = task_of(args.data_dir)
     params = task.load_params(parent_dir, (), args.data_dir)
     space, is_grid = load_search_space(parent_dir, params.model_version)
+    if decided := sorted(space.keys() & task.data_values(args.data_dir).keys()):
+        raise UserError(
+            f"{parent_dir / 'search.json'}: the data decides {', '.join(decided)}: remove it from the search."
+        )
     method = args.sampler or ("grid" if is_grid else "random")
     if method == "grid" and not is_grid:
         raise UserError(

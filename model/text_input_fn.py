@@ -4,13 +4,14 @@ features = {"words": word ids [batch, length], "chars": character ids [batch, le
 tags are ids into the data's tags.txt. A batch is padded to its longest sentence with word id 0 and tag
 -1: the loss and every metric leave out the positions whose tag is -1, so padding never counts."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from model.utils.errors import UserError
-from model.utils.files import load_json, read_lines, require_folder
+from model.utils.files import read_lines, require_folder
 
 keras = tf.keras
 MAX_WORD_LENGTH = 20  # the letters of a word the character features see (its first ones)
@@ -63,9 +64,16 @@ def words(data_dir):
 
 
 def data_values(data_dir):
-    """The hyperparameters the built data decides: the number of tags, and the vocabularies' sizes."""
-    record = load_json(Path(data_dir) / "dataset_params.json")
-    return {key: record.get(key) for key in ("num_labels", "vocab_size", "num_chars")}
+    """The hyperparameters the built data decides, from its files: the number of tags, the vocabularies'
+    sizes, and their fingerprint, so that a model is only ever used with the vocabulary it learnt."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "dataset_params.json").is_file():  # written last: without it, the build did not finish
+        raise UserError(f"{data_dir} lacks the dataset_params.json of a finished build. Run build_vocab.py again.")
+    files = [read_lines(data_dir / name) for name in ("tags.txt", "words.txt", "chars.txt")]
+    if len(files[0]) < 2 or min(len(files[1]), len(files[2])) < 3:
+        raise UserError(f"{data_dir} holds vocabularies too short to be build_vocab.py's. Run build_vocab.py again.")
+    fingerprint = hashlib.sha256("\n\n".join("\n".join(lines) for lines in files).encode()).hexdigest()[:16]
+    return dict(zip(("num_labels", "vocab_size", "num_chars"), map(len, files))) | {"vocabulary": fingerprint}
 
 
 def list_split(data_dir, split):
@@ -87,7 +95,7 @@ def list_split(data_dir, split):
 
 
 def check_split(features, labels, params, split):
-    """Stops on tags unknown to tags.txt, or a vocabulary other than the model's."""
+    """Stops on tags unknown to tags.txt (the vocabulary is checked against the model's by the task)."""
     if any((ids < 0).any() for ids in labels):
         raise UserError(f"The {split} split uses tags that tags.txt lacks. Rebuild the data with build_vocab.py.")
     return []

@@ -16,10 +16,11 @@ from model.utils.tasks import Task, register_task
 
 keras = tf.keras
 
-# What both networks read: the vocabulary's size, which train.py takes from build_vocab.py's
-# dataset_params.json, and the sizes of their layers
+# What both networks read: the vocabulary's size (and its fingerprint), which train.py takes from the data
+# build_vocab.py wrote, and the sizes of their layers
 BILSTM = {
     "vocab_size": Hyperparameter(None, "the number of words of words.txt", lambda v: 2 <= v <= 10**7, kind=int),
+    "vocabulary": Hyperparameter(None, "the fingerprint of the data's vocabularies", kind=str),
     "embedding_size": at_least(1, 100),
     "lstm_size": at_least(1, 100),  # units of each direction's LSTM
     "dropout_rate": fraction(0.5, "the share of features dropped before and after the LSTM", below_one=True),

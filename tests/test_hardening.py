@@ -84,6 +84,7 @@ FOLDER_OUTPUTS = {
     "export's folder": ("export.py", ["--model_dir", "{experiment}", "--output_dir", "{out}"], "exported"),
     "saved_model": ("export.py", ["--model_dir", "{experiment}", "--output_dir", "{tmp}/out"], "out/saved_model"),
     "a split": ("build_dataset.py", ["--data_dir", "{raw}", "--output_dir", "{tmp}/out"], "out/train"),
+    "a text split": ("build_vocab.py", ["--data_dir", "{corpus}", "--output_dir", "{tmp}/out"], "out/dev"),
 }
 
 

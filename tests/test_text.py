@@ -3,7 +3,9 @@ by conlleval's rules, padding that never counts, training, evaluation, search, p
 export. A tiny corpus is written in code (demo/synthetic_ner.py) and trained once per module."""
 
 import csv
+import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -114,6 +116,10 @@ def test_build_vocab_sets_aside_the_splits_a_corpus_lacks_seeded(tmp_path):
         ("empty dev", "The dev split of"),
         ("unknown tag", "dev or test use the tags B-MISC, which train never does"),
         ("no train", "No train split found in"),
+        ("odd tag", "train.txt:4: the tag 'X' is not O, B-TYPE or I-TYPE"),
+        ("no type", "train.txt:4: the tag 'B-' is not O"),
+        ("no entity", "Every tag of"),
+        ("overlap", "overlap: the build would replace the raw corpus"),
     ],
 )
 def test_build_vocab_refuses_a_broken_corpus_naming_the_file_and_line(tmp_path, make, words):
@@ -134,12 +140,41 @@ def test_build_vocab_refuses_a_broken_corpus_naming_the_file_and_line(tmp_path, 
         write_conll(raw, {"dev": [[("Expo", "B-MISC")]]})
     elif make == "no train":
         (raw / "train.txt").unlink()
+    elif make in ("odd tag", "no type"):
+        (raw / "train.txt").write_text(f"-DOCSTART- O\n\nMr. O\nKalan {'X' if make == 'odd tag' else 'B-'}\n")
+    elif make == "no entity":
+        write_conll(raw, {"train": [[("Mr.", "O"), ("left", "O")]]})
+    output = raw / "built" if make == "overlap" else tmp_path / "built"
 
-    result = run_in_process("build_vocab.py", "--data_dir", raw, "--output_dir", tmp_path / "built")
+    result = run_in_process("build_vocab.py", "--data_dir", raw, "--output_dir", output)
 
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.count("Error:") == 1 and words in result.stderr, result.stderr
-    assert not (tmp_path / "built").exists()  # a build that fails leaves nothing behind
+    assert not output.exists()  # a build that fails leaves nothing behind
+
+
+@pytest.mark.parametrize("fault", ["full disk", "Ctrl-C"])
+def test_a_rebuild_that_fails_leaves_the_earlier_build_whole(tmp_path, monkeypatch, fault):
+    import build_vocab
+
+    raw = write_conll(tmp_path / "raw", {"train": [SENTENCE] * 3, "dev": [SENTENCE], "test": [SENTENCE]})
+    assert run_in_process("build_vocab.py", "--data_dir", raw, "--output_dir", tmp_path / "built").returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "built").rglob("*") if p.is_file() and p.suffix != ".log"}
+    write_conll(raw, {"train": [SENTENCE, [("Shares", "O"), ("of", "O"), ("Belne", "B-ORG")]] * 5})
+    written, write = [], build_vocab.write_text_atomic
+
+    def fail_midway(text, path):  # the fourth file of the build
+        written.append(path)
+        if len(written) == 4:
+            raise OSError(28, "No space left on device", str(path)) if fault == "full disk" else KeyboardInterrupt
+        write(text, path)
+
+    monkeypatch.setattr(build_vocab, "write_text_atomic", fail_midway)
+    result = run_in_process("build_vocab.py", "--data_dir", raw, "--output_dir", tmp_path / "built")
+
+    assert result.returncode == (2 if fault == "full disk" else 130), result.stderr
+    assert {p: p.read_bytes() for p in before} == before  # every file as it was
+    assert not list((tmp_path / "built").glob(".building*")) and len(written) == 4
 
 
 def test_build_vocab_warns_of_sentences_that_break_the_tag_scheme(tmp_path):
@@ -270,6 +305,43 @@ def test_a_network_of_the_other_task_is_refused_by_name(corpus, tmp_path):
     assert not (model_dir / "run.json").exists()
 
 
+def test_a_text_network_on_images_is_refused_by_name_before_anything_else(tmp_path):
+    from conftest import write_built_dataset
+
+    model_dir = text_experiment(tmp_path / "ner")
+
+    result = run_in_process(
+        "train.py", "--model_dir", model_dir, "--data_dir", write_built_dataset(tmp_path / "images")
+    )
+
+    assert result.returncode == 2 and "model_version char_bilstm is a network for text, but" in result.stderr
+
+
+@pytest.mark.parametrize("change", ["other words", "the same words in another order"])
+def test_a_model_is_used_only_with_the_vocabulary_it_learnt(tagger, corpus, tmp_path, change):
+    other = shutil.copytree(corpus[1], tmp_path / "other")
+    words = (other / "words.txt").read_text().splitlines()
+    words = [*words[:2], *reversed(words[2:])] if change != "other words" else [*words, "Zzyzx"]
+    (other / "words.txt").write_text("\n".join(words) + "\n")
+
+    for script in ("evaluate.py", "predict.py"):
+        args = (
+            ["--output_dir", tmp_path / "eval"] if script == "evaluate.py" else [corpus[1] / "test" / "sentences.txt"]
+        )
+        result = run_in_process(script, "--model_dir", tagger, "--data_dir", other, *args)
+
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "The model was trained on data with another" in result.stderr
+
+
+def test_sentences_on_standard_input_that_are_not_utf8_are_named(tagger, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Mr. Smith left .\nCaf\xe9 .\n")))
+
+    result = run_in_process("predict.py", "--model_dir", tagger, "-")
+
+    assert result.returncode == 2 and "standard input:2 is not UTF-8 text" in result.stderr
+
+
 def test_a_search_over_a_text_model_plans_its_trials(corpus, tmp_path):
     parent = text_experiment(tmp_path / "lstm_size")
     (parent / "search.json").write_text(json.dumps({"lstm_size": [8, 16], "dropout_rate": [0.3]}))
@@ -278,6 +350,10 @@ def test_a_search_over_a_text_model_plans_its_trials(corpus, tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "2 trials (dry run: nothing was run)" in result.stdout
+    (parent / "search.json").write_text(json.dumps({"vocab_size": [100, 200]}))
+    refused = run_in_process("search_hyperparams.py", "--parent_dir", parent, "--data_dir", corpus[1])
+    assert refused.returncode == 2 and "the data decides vocab_size" in refused.stderr
+    assert not [p for p in parent.iterdir() if p.is_dir()]
 
 
 def test_the_data_decides_the_number_of_tags(corpus, tmp_path):

@@ -49,12 +49,17 @@ def load_json(path):
 def read_lines(path):
     """The lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file and line."""
     with open_regular(path) as f:
-        lines = f.read().splitlines()
+        return decode_lines(f.read(), path)
+
+
+def decode_lines(data, name):
+    """The lines of UTF-8 bytes read from `name` (a file, standard input), decoded, or a UserError naming the line."""
+    lines = data.splitlines()
     for number, line in enumerate(lines, 1):
         try:
             lines[number - 1] = line.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
-            raise UserError(f"{path}:{number} is not UTF-8 text. Save the file as UTF-8.") from None
+            raise UserError(f"{name}:{number} is not UTF-8 text. Save it as UTF-8.") from None
     return lines
 
 

@@ -209,9 +209,10 @@ def did_you_mean(key, valid_keys):
     return f"Did you mean '{matches[0]}'? " if matches else ""
 
 
-def load_params(model_dir, overrides=(), data_values=None, filename="params.json"):
+def load_params(model_dir, overrides=(), data_values=None, filename="params.json", check_network=None):
     """Loads and checks MODEL_DIR/params.json, with any `--param KEY=VALUE` overrides (VALUE read as
-    JSON, else as a string), and the values the data decides (the number of tags of a text dataset)."""
+    JSON, else as a string), and the values the data decides (the number of tags of a text dataset).
+    `check_network(model_version)` may refuse the network first: the data may be of another task."""
     model_dir = Path(model_dir)
     require_folder(
         model_dir, "Give an experiment folder holding a params.json, such as a copy of experiments/base_model."
@@ -229,6 +230,8 @@ def load_params(model_dir, overrides=(), data_values=None, filename="params.json
             params.dict[key] = json.loads(text)
         except json.JSONDecodeError:
             params.dict[key] = text  # a bare word such as adam
+    if check_network and params.dict.get("model_version", COMMON["model_version"].default) in NETWORKS:
+        check_network(params.dict.get("model_version", COMMON["model_version"].default))
     for key, value in (data_values or {}).items():
         if params.dict.setdefault(key, value) != value:
             raise UserError(

@@ -9,7 +9,9 @@ import os
 
 from model.utils.interrupts import CONSOLE  # first: Ctrl-C while TensorFlow loads ends the script quietly
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3: also its C++ ERROR lines, such as oneDNN's notice that it falls back to Eigen for boolean masks on
+# most CPUs; a real failure reaches Python as an exception
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 devnull = os.open(os.devnull, os.O_WRONLY)
 try:
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":

@@ -31,17 +31,31 @@ class Task:
 
     def load_params(self, model_dir, overrides, data_dir):
         """MODEL_DIR/params.json with the --param overrides and the values DATA_DIR decides, checked."""
-        params = load_params(model_dir, overrides, self.data_values(data_dir))
-        self.check(params, data_dir)
+        check_network = lambda version: self.check_network(version, data_dir)  # noqa: E731
+        params = load_params(model_dir, overrides, self.data_values(data_dir), check_network=check_network)
+        self.check_metric(params)
         return params
 
     def check(self, params, data_dir):
-        """Stops if the network or best_metric of params belongs to the other task."""
-        if NETWORKS[params.model_version][0].__module__ != self.model_module:
+        """Stops unless a trained model's params fit this task's data in DATA_DIR: its network, its
+        best_metric, and what the data decides (for text, the vocabulary it was trained with)."""
+        self.check_network(params.model_version, data_dir)
+        self.check_metric(params)
+        for key, value in self.data_values(data_dir).items():
+            if params.dict.get(key) != value:
+                raise UserError(
+                    f"The model was trained on data with another {key} than {data_dir}'s. Pass the --data_dir it was "
+                    "trained on (its run.json names it)."
+                )
+
+    def check_network(self, version, data_dir):
+        if NETWORKS[version][0].__module__ != self.model_module:
             raise UserError(
-                f"model_version {params.model_version} is a network for {other(self).name}, but {data_dir} holds "
-                f"{self.name} data. Choose a network of {self.model_module.replace('.', '/')}.py, or other data."
+                f"model_version {version} is a network for {other(self).name}, but {data_dir} holds {self.name} "
+                f"data. Choose a network of {self.model_module.replace('.', '/')}.py, or other data."
             )
+
+    def check_metric(self, params):
         if params.best_metric not in ("loss", *self.metrics, *getattr(self.split_metrics, "names", ())):
             raise UserError(f"best_metric {params.best_metric} is not a metric of the {self.name} task.")
 
@@ -55,8 +69,9 @@ def register_task(task):
 
 
 def task_of(data_dir):
-    """The task of a data folder: text if build_vocab.py built it, else images."""
-    return TASKS["text" if data_dir and (Path(data_dir) / "dataset_params.json").is_file() else "images"]
+    """The task of a data folder: text if build_vocab.py built it (even in part), else images."""
+    text = data_dir and any((Path(data_dir) / name).is_file() for name in ("dataset_params.json", "words.txt"))
+    return TASKS["text" if text else "images"]
 
 
 def other(task):

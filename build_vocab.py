@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from model.utils.conlleval import scheme
@@ -112,6 +113,16 @@ def read_corpus(data_dir):
     return splits
 
 
+@contextmanager
+def named(output_dir):
+    """A write that fails in the hidden folder of the build (a full disk) is named as --output_dir."""
+    try:
+        yield
+    except OSError as error:
+        error.filename = str(output_dir)
+        raise
+
+
 def set_aside(sentences, fraction, seed):
     """(kept, set aside): `fraction` of the sentences, drawn seeded."""
     order = list(range(len(sentences)))
@@ -169,6 +180,8 @@ def build_vocab(args, data_dir, output_dir):
     # The vocabularies, from train only: dev and test words the model never saw become <unk>
     counts = Counter(token for tokens, _ in splits["train"] for token in tokens)
     words = [PAD, UNK, *sorted(w for w, n in counts.items() if n >= args.min_count and w not in (PAD, UNK))]
+    if len(words) == 2:
+        raise UserError(f"No word of train is seen {args.min_count} times or more: lower --min_count.")
     chars = [PAD, UNK, *sorted({c for w in counts for c in w})]
     tags = sorted({tag for _, tags in splits["train"] for tag in tags})
     if tags == ["O"]:
@@ -185,7 +198,7 @@ def build_vocab(args, data_dir, output_dir):
 
     # Write everything into a hidden folder, then move it into place, the record last: a build that fails
     # or is stopped leaves the earlier one whole
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".building.") as building:
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".building.") as building, named(output_dir):
         staged = Path(building)
         for split, sentences in splits.items():
             for name, column in (("sentences.txt", 0), ("labels.txt", 1)):

@@ -120,6 +120,7 @@ def test_build_vocab_sets_aside_the_splits_a_corpus_lacks_seeded(tmp_path):
         ("no type", "train.txt:4: the tag 'B-' is not O"),
         ("no entity", "Every tag of"),
         ("overlap", "overlap: the build would replace the raw corpus"),
+        ("min_count", "No word of train is seen 1000 times or more: lower --min_count"),
     ],
 )
 def test_build_vocab_refuses_a_broken_corpus_naming_the_file_and_line(tmp_path, make, words):
@@ -145,8 +146,9 @@ def test_build_vocab_refuses_a_broken_corpus_naming_the_file_and_line(tmp_path, 
     elif make == "no entity":
         write_conll(raw, {"train": [[("Mr.", "O"), ("left", "O")]]})
     output = raw / "built" if make == "overlap" else tmp_path / "built"
+    options = ["--min_count", "1000"] if make == "min_count" else []
 
-    result = run_in_process("build_vocab.py", "--data_dir", raw, "--output_dir", output)
+    result = run_in_process("build_vocab.py", "--data_dir", raw, "--output_dir", output, *options)
 
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.count("Error:") == 1 and words in result.stderr, result.stderr

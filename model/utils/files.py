@@ -127,7 +127,7 @@ def refuse_special(path, folder=False):
     if stat.S_ISLNK(mode):
         raise UserError(
             f"{path} is a symbolic link. Outputs are never written through links, so that nothing is "
-            "written outside the folders given: give the path of a file in a folder of yours."
+            "written outside the folders given: give another path."
         )
     if stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode):
         return

@@ -1,8 +1,10 @@
 """Ctrl-C before a script's main runs ends it quietly, with "Interrupted." and status 130, instead of a
 traceback from whatever it was importing. Every script imports this module first; run_main takes over."""
 
+# _signal, the C module under `signal`: it loads at once, where `signal` first imports enum, in which a
+# Ctrl-C would still give a traceback
+import _signal
 import os
-import signal
 
 CONSOLE = os.dup(2)  # the console, even while quiet_tensorflow points stderr elsewhere
 
@@ -13,4 +15,4 @@ def interrupted(signum, frame):
     os._exit(130)
 
 
-signal.signal(signal.SIGINT, interrupted)
+_signal.signal(_signal.SIGINT, interrupted)

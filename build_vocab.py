@@ -180,8 +180,6 @@ def build_vocab(args, data_dir, output_dir):
     # The vocabularies, from train only: dev and test words the model never saw become <unk>
     counts = Counter(token for tokens, _ in splits["train"] for token in tokens)
     words = [PAD, UNK, *sorted(w for w, n in counts.items() if n >= args.min_count and w not in (PAD, UNK))]
-    if len(words) == 2:
-        raise UserError(f"No word of train is seen {args.min_count} times or more: lower --min_count.")
     chars = [PAD, UNK, *sorted({c for w in counts for c in w})]
     tags = sorted({tag for _, tags in splits["train"] for tag in tags})
     if tags == ["O"]:
@@ -190,6 +188,8 @@ def build_vocab(args, data_dir, output_dir):
         )
     if unknown := sorted({t for s in ("dev", "test") for _, tags in splits[s] for t in tags} - set(tags)):
         raise UserError(f"dev or test use the tags {', '.join(unknown)}, which train never does. Add them to train.")
+    if len(words) == 2:
+        raise UserError(f"No word of train is seen {args.min_count} times or more: lower --min_count.")
     tag_scheme, breaking = scheme([tags for _, tags in splits["train"]])
     if breaking:
         logging.warning(

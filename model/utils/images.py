@@ -66,12 +66,24 @@ def to_rgb(image, file_format=None):
     return image.convert("RGB")
 
 
+# Ctrl-C and SIGTERM, held back from a new worker until it has its own handlers (POSIX only)
+HELD = {signal.SIGINT, signal.SIGTERM} if hasattr(signal, "pthread_sigmask") else set()
+
+
 def worker_pool(processes):
     """A multiprocessing Pool whose workers leave Ctrl-C and SIGTERM to the main process: else
-    each would print its own traceback when the user presses Ctrl-C or the pool ends."""
-    return multiprocessing.Pool(processes, initializer=_default_signal_handlers)
+    each would print its own traceback when the user presses Ctrl-C or the pool ends. A worker is
+    born with both signals blocked, so that a pool ended at once never meets one half started."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD) if HELD else None
+    try:
+        return multiprocessing.Pool(processes, initializer=_default_signal_handlers)
+    finally:
+        if HELD:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _default_signal_handlers():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if HELD:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)

@@ -3,15 +3,17 @@
 Restores MODEL_DIR/best_weights (or --restore_from) and writes into MODEL_DIR/export/ (or
 --output_dir): saved_model/ for TensorFlow Serving (encoded image files, or uint8 pixels, in;
 probabilities and class name out), model.keras (uint8 pixels in, probabilities out) and
-classes.json. A text model's saved_model takes raw sentences and gives each word's tag, as
-predict.py does; its model.keras takes tokens. Their inputs and how to load them: docs/data.md,
-docs/text.md.
+classes.json; with --format tflite, model.tflite for phones (square uint8 pixels in). A text
+model's saved_model takes raw sentences and gives each word's tag, as predict.py does; its
+model.keras takes tokens. Their inputs and how to load them: docs/data.md, docs/text.md.
 
 Example:
     python export.py --model_dir experiments/base_model
 """
 
 import argparse
+import contextlib
+import io
 import logging
 import shutil
 import tempfile
@@ -28,9 +30,10 @@ from model.text_input_fn import featurizer
 from model.text_model_fn import tagger
 from model.utils.checkpoints import load_trained_model
 from model.utils.dataset import resize_mode
-from model.utils.errors import run_main
-from model.utils.files import check_output, save_json
+from model.utils.errors import UserError, run_main
+from model.utils.files import check_output, save_json, write_text_atomic
 from model.utils.logs import set_logger
+from model.utils.params import MAX_IMAGE_SIZE
 from model.utils.run_folder import data_dir_of
 from model.utils.tasks import task_of
 
@@ -44,7 +47,15 @@ parser.add_argument(
     help="Weights to export: best_weights or last_weights in MODEL_DIR, or any weights folder or prefix",
 )
 parser.add_argument(
-    "--format", action="append", choices=["saved_model", "keras"], help="What to write (repeatable; default: both)"
+    "--format",
+    action="append",
+    choices=["saved_model", "keras", "tflite"],
+    help="What to write (repeatable; default: saved_model and keras)",
+)
+parser.add_argument(
+    "--tflite_size",
+    type=int,
+    help="tflite: the side of the square uint8 pixels it takes (default: image_size; a multiple is average-pooled)",
 )
 parser.add_argument("--output_dir", help="Where to write (default MODEL_DIR/export)")
 parser.add_argument("--data_dir", help="Dataset with the classes.json (default: the one the model trained on)")
@@ -105,6 +116,26 @@ def write_saved_model(model, endpoints, path):
     archive.write_out(str(path), verbose=False)
 
 
+def lite_classifier(network, image_size, size):
+    """The network for TensorFlow Lite: square uint8 pixels [1, size, size, 3] -> probabilities. The
+    antialiased resize of preprocess() is an op TensorFlow Lite lacks (ScaleAndTranslate): a whole-number
+    reduction is an average pool, which is what antialiasing does there; any other size, bilinear."""
+    pixels = keras.Input(shape=(size, size, 3), batch_size=1, dtype="uint8", name="pixels")
+    x = keras.layers.Rescaling(1 / 255)(pixels)
+    if size != image_size:
+        x = (
+            keras.layers.AveragePooling2D(size // image_size)(x)
+            if size % image_size == 0
+            else keras.layers.Resizing(image_size, image_size)(x)
+        )
+    return keras.Model(pixels, keras.layers.Softmax(name="probabilities")(network(x)), name="lite_classifier")
+
+
+def to_tflite(model):
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints every variable it captures
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def tagger_model(network, featurize):
     """The text network behind its featurization, with a softmax: tokens [batch, length] ("" pads) -> probabilities."""
     tokens = keras.Input(shape=(None,), dtype="string", name="tokens")
@@ -132,8 +163,15 @@ def main(argv=None):
     # Every output checked before the work: never through a link, never over anything but its own kind
     set_logger(model_dir / "export.log", required=False)
     check_output(output_dir, folder=True)
-    for name, folder in (("classes.json", False), ("saved_model", True), ("model.keras", False)):
+    for name, folder in (
+        ("classes.json", False),
+        ("saved_model", True),
+        ("model.keras", False),
+        ("model.tflite", False),
+    ):
         check_output(output_dir / name, folder)
+    if args.tflite_size is not None and not 1 <= args.tflite_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"--tflite_size {args.tflite_size} must be a whole number from 1 to {MAX_IMAGE_SIZE}.")
 
     # The network with its trained weights, behind the preprocessing (for text, the tokenization) and a softmax
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
@@ -141,6 +179,11 @@ def main(argv=None):
     task = task_of(data_dir)
     task.check(params, data_dir)
     class_names = task.class_names(data_dir, params.num_labels)
+    if task.name == "text" and "tflite" in formats:
+        raise UserError(
+            "--format tflite is for image models: a text model's tokenization and vocabulary lookups are string "
+            "operations that TensorFlow Lite's built-in ops do not cover (docs/text.md)."
+        )
     if task.name == "text":  # sentences in, each word's tag out
         featurize = featurizer(data_dir)
         model = tagger_model(network, featurize)
@@ -160,6 +203,10 @@ def main(argv=None):
     if "keras" in formats:
         replace_atomically(model.save, output_dir / "model.keras")
         logging.info(f"Saved {output_dir / 'model.keras'}")
+    if "tflite" in formats:
+        size = args.tflite_size or params.image_size
+        write_text_atomic(to_tflite(lite_classifier(network, params.image_size, size)), output_dir / "model.tflite")
+        logging.info(f"Saved {output_dir / 'model.tflite'} (uint8 pixels [1, {size}, {size}, 3] in, probabilities out)")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,80 @@ def test_images_of_any_kind_are_read_and_unreadable_ones_skipped_with_the_reason
     assert by_name["sideways.png"]["class_1"] == by_name["upright.png"]["class_1"]
 
 
+@pytest.mark.parametrize("factor", [1, 2], ids=["image_size", "twice image_size, average-pooled"])
+def test_the_tflite_model_gives_predict_pys_classes(trained, tmp_path, factor):
+    import tensorflow as tf
+
+    model_dir, data_dir = trained
+    size = 16 * factor  # the tiny dataset's image_size, or twice it
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((data_dir / "test").iterdir()):  # the test images, at the size the phone gives
+        Image.open(path).resize((size, size), Image.Resampling.BICUBIC).save(photos / f"{path.stem}.png")
+    exported = run_in_process(
+        "export.py",
+        "--model_dir",
+        model_dir,
+        "--format",
+        "tflite",
+        "--tflite_size",
+        size,
+        "--output_dir",
+        tmp_path / "x",
+    )
+    predicted = predict(model_dir, photos, "--output", tmp_path / "p.csv", "--top_k", "1")
+
+    assert exported.returncode == 0 and predicted.returncode == 0, exported.stderr + predicted.stderr
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "x" / "model.tflite"))
+    interpreter.allocate_tensors()
+    (pixels,), (probabilities,) = interpreter.get_input_details(), interpreter.get_output_details()
+    agree = []
+    for name, row in read_csv(tmp_path / "p.csv").items():
+        interpreter.set_tensor(pixels["index"], np.asarray(Image.open(name).convert("RGB"))[None])
+        interpreter.invoke()
+        agree.append(str(int(np.argmax(interpreter.get_tensor(probabilities["index"])))) == row["class_1"])
+    assert len(agree) == 36 and np.mean(agree) >= 35 / 36
+
+
+LOAD_TFLITE = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+interpreter = tf.lite.Interpreter(model_path=sys.argv[1])
+interpreter.allocate_tensors()
+(pixels,), (probabilities,) = interpreter.get_input_details(), interpreter.get_output_details()
+classes = []
+for name in sys.argv[2:]:
+    interpreter.set_tensor(pixels["index"], np.asarray(Image.open(name).convert("RGB"))[None])
+    interpreter.invoke()
+    classes.append(str(int(np.argmax(interpreter.get_tensor(probabilities["index"])))))
+print(json.dumps(classes))
+"""
+
+
+@pytest.mark.slow
+def test_the_tflite_model_loads_in_a_fresh_process_and_gives_predict_pys_classes(trained, tmp_path):
+    model_dir, data_dir = trained
+    images = sorted(str(path) for path in (data_dir / "test").iterdir())
+    assert (
+        run_script("export.py", "--model_dir", model_dir, "--format", "tflite", "--output_dir", tmp_path).returncode
+        == 0
+    )
+    predicted = predict(model_dir, data_dir / "test", "--output", tmp_path / "p.csv", "--top_k", "1")
+    loaded = subprocess.run(  # a process that cannot import the template: TensorFlow, NumPy and Pillow only
+        [sys.executable, "-c", LOAD_TFLITE, str(tmp_path / "model.tflite"), *images],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert predicted.returncode == 0 and loaded.returncode == 0, loaded.stderr
+    expected = read_csv(tmp_path / "p.csv")
+    assert json.loads(loaded.stdout.splitlines()[-1]) == [expected[name]["class_1"] for name in images]
+
+
 def test_class_names_come_from_the_datasets_classes_json(trained, tmp_path):
     model_dir, data_dir = trained
     names = ["zero", "one", "two", "three", "four", "five"]

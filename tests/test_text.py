@@ -297,6 +297,13 @@ def test_predict_and_the_export_give_the_same_tags(tagger, corpus, tmp_path):
     assert any(row["entities"] for row in rows) and "Tagging 20 sentences" in predicted.stderr
 
 
+def test_a_text_model_is_not_exported_to_tflite_and_says_why(tagger, tmp_path):
+    result = run_in_process("export.py", "--model_dir", tagger, "--format", "tflite", "--output_dir", tmp_path / "x")
+
+    assert result.returncode == 2 and "string operations that TensorFlow Lite" in result.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
 def test_a_network_of_the_other_task_is_refused_by_name(corpus, tmp_path):
     model_dir = text_experiment(tmp_path / "ner", model_version="base_model")
 

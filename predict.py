@@ -35,6 +35,7 @@ from model.utils.errors import UserError, check_utf8, run_main
 from model.utils.files import check_output, decode_lines, read_lines, save_csv
 from model.utils.images import IMAGE_EXTENSIONS
 from model.utils.logs import set_logger
+from model.utils.params import load_trained_params
 from model.utils.run_folder import data_dir_of
 from model.utils.tasks import task_of
 
@@ -137,6 +138,7 @@ def main(argv=None):
     set_logger(model_dir / "predict.log", required=False)
     data_dir = args.data_dir or data_dir_of(model_dir)
     task = task_of(data_dir)
+    task.check_network(load_trained_params(model_dir).model_version, data_dir)  # images or sentences to read
     if task.name == "text":
         sentences = read_sentences(args.inputs)
     else:
@@ -149,6 +151,7 @@ def main(argv=None):
         return
     class_names, resize = load_class_names(data_dir, params.num_labels), resize_mode(data_dir)
     logging.info(f"Predicting {len(files)} images with the weights in {checkpoint_prefix}")
+
     # Read, preprocess and classify the images batch by batch
     probabilities, readable = predict(network, predict_input_fn(files, params, resize))
 

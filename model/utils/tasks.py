@@ -49,6 +49,10 @@ class Task:
                 )
 
     def check_network(self, version, data_dir):
+        if NETWORKS[version][0].__module__ != self.model_module and not data_dir:
+            raise UserError(
+                f"model_version {version} is a network for {other(self).name}: give the --data_dir it used."
+            )
         if NETWORKS[version][0].__module__ != self.model_module:
             raise UserError(
                 f"model_version {version} is a network for {other(self).name}, but {data_dir} holds {self.name} "

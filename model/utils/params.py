@@ -230,8 +230,9 @@ def load_params(model_dir, overrides=(), data_values=None, filename="params.json
             params.dict[key] = json.loads(text)
         except json.JSONDecodeError:
             params.dict[key] = text  # a bare word such as adam
-    if check_network and params.dict.get("model_version", COMMON["model_version"].default) in NETWORKS:
-        check_network(params.dict.get("model_version", COMMON["model_version"].default))
+    version = params.dict.get("model_version", COMMON["model_version"].default)
+    if check_network and version in NETWORKS:  # an unknown one is named by check_params
+        check_network(version)
     for key, value in (data_values or {}).items():
         if params.dict.setdefault(key, value) != value:
             raise UserError(

@@ -1,11 +1,12 @@
 """The template's two tasks, classifying images and tagging the words of sentences, as the scripts see them.
 
 Each task's own files register it (model/model_fn.py, model/text_model_fn.py); the data folder decides
-which one a run is: build_vocab.py's output (dataset_params.json) is text, anything else images. The
+which one a run is: build_vocab.py's output (dataset_params.json, words.txt) is text, anything else images. The
 loops, checkpoints, run folders, searches and reports are the same for both."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from model.utils.errors import UserError
@@ -31,7 +32,7 @@ class Task:
 
     def load_params(self, model_dir, overrides, data_dir):
         """MODEL_DIR/params.json with the --param overrides and the values DATA_DIR decides, checked."""
-        check_network = lambda version: self.check_network(version, data_dir)  # noqa: E731
+        check_network = partial(self.check_network, data_dir=data_dir)
         params = load_params(model_dir, overrides, self.data_values(data_dir), check_network=check_network)
         self.check_metric(params)
         return params

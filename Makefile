@@ -20,7 +20,7 @@ help: ## List the targets
 
 install: $(VENV)/.installed ## Create .venv with the pinned requirements
 
-$(VENV)/.installed: requirements.txt requirements-search.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-search.txt requirements-tracking.txt requirements-dev.txt
 	$(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@

@@ -18,7 +18,7 @@ import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its
 from model import model_fn, text_model_fn  # noqa: F401  (they declare the two tasks)
 from model.evaluation import Metrics, evaluate, make_eval_step
 from model.training import format_metrics, set_seed
-from model.utils import report, summaries
+from model.utils import report, summaries, tracking
 from model.utils.checkpoints import load_trained_model, number
 from model.utils.dataset import DEFAULT_DATA_DIR, SPLITS
 from model.utils.errors import NOT_WRITABLE, run_main
@@ -37,6 +37,7 @@ parser.add_argument(
 )
 parser.add_argument("--split", default="test", choices=SPLITS, help="Which split to evaluate on")
 parser.add_argument("--output_dir", help="Where to write the metrics and the log (default MODEL_DIR)")
+parser.add_argument("--tracking_uri", help="Log the results to this MLflow store too (default: $MLFLOW_TRACKING_URI)")
 
 
 def main(argv=None):
@@ -61,6 +62,9 @@ def main(argv=None):
         if error.errno not in NOT_WRITABLE or args.output_dir:
             raise
         writable = False
+
+    # Log to MLflow too, if asked (into the model's run): its store is checked now
+    tracker = tracking.connect(args.tracking_uri)
 
     # The network with its trained weights, the hyperparameters it was trained with, and its task's data
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)
@@ -104,6 +108,7 @@ def main(argv=None):
     picture.save(png, format="PNG")
     write_text_atomic(png.getvalue(), picture_path)
     summaries.write_evaluation(output_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, picture, tables)
+    tracker.log_evaluation(model_dir, number(checkpoint_prefix), f"{args.split}_{name}", results, tables, picture)
     logging.info(f"Saved {metrics_path}, the confusion matrix as a PNG beside it, and TensorBoard summaries")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model import model_fn, text_model_fn  # noqa: F401  (they declare the hyperparameters search.json may set)
+from model.utils import tracking
 from model.utils.errors import UserError, run_main
 from model.utils.files import load_json, lock_folder
 from model.utils.logs import set_logger
@@ -46,6 +47,9 @@ parser.add_argument(
 )
 parser.add_argument("--study_name", help="TPE: name of the study in the storage (default: PARENT_DIR's name)")
 parser.add_argument("--evaluate", action="store_true", help="Evaluate each finished trial's best weights on test")
+parser.add_argument(
+    "--tracking_uri", help="Log the search and its trials to this MLflow store (default: $MLFLOW_TRACKING_URI)"
+)
 parser.add_argument("--dry_run", action="store_true", help="List the trials and their folders without running them")
 
 
@@ -120,19 +124,24 @@ def main(argv=None):
 
 def run_trials(args, parent_dir, make_sampler):
     """Runs the trials of the sampler that `make_sampler` makes, then evaluates them if asked; exits 1 if any failed."""
-    # A launcher that cannot start stops us here, before a study is opened
+    # A launcher that cannot start, or an MLflow store that cannot be reached, stops us here, before a study is opened
     launcher = launcher_prefix(args.launcher)
-    train_command = [*launcher, sys.executable, str(Path(__file__).parent / "train.py"), "--data_dir", args.data_dir]
+    tracker = tracking.connect(args.tracking_uri)
     sampler = make_sampler()
 
-    # Run the trials, args.jobs at a time, each with its share of the CPU cores
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    run_search(sampler, load_json(parent_dir / "params.json"), train_command, args.jobs, threads)
-    for line in sampler.summary():
-        logging.info(line)
-    evaluations_failed = args.evaluate and evaluate_trials(
-        parent_dir, [*launcher, sys.executable, str(Path(__file__).parent / "evaluate.py")]
-    )
+    # Run the trials, args.jobs at a time, each with its share of the CPU cores (and, if tracked, as child runs
+    # of the search's MLflow run)
+    with tracker.search_run(parent_dir) as parent_run:
+        tracked = ["--tracking_uri", tracker.uri] if tracker.uri else []
+        train = [sys.executable, str(Path(__file__).parent / "train.py"), "--data_dir", args.data_dir, *tracked]
+        train_command = [*launcher, *train, *(["--tracking_parent", parent_run] if parent_run else [])]
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        run_search(sampler, load_json(parent_dir / "params.json"), train_command, args.jobs, threads)
+        for line in sampler.summary():
+            logging.info(line)
+        evaluations_failed = args.evaluate and evaluate_trials(
+            parent_dir, [*launcher, sys.executable, str(Path(__file__).parent / "evaluate.py"), *tracked]
+        )
     if sampler.failed or evaluations_failed:
         raise SystemExit(1)
 

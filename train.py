@@ -15,6 +15,7 @@ from pathlib import Path
 import model.utils.quiet_tensorflow  # noqa: F401  (before TensorFlow: hides its start-up chatter)
 from model import model_fn, text_model_fn  # noqa: F401  (they declare the two tasks)
 from model.training import model_spec, set_seed, train_and_evaluate
+from model.utils import tracking
 from model.utils.dataset import DEFAULT_DATA_DIR
 from model.utils.distribute import make_strategy
 from model.utils.errors import run_main
@@ -38,6 +39,8 @@ parser.add_argument(
     help="Change one hyperparameter of params.json for this run (repeatable): --param learning_rate=0.01",
 )
 parser.add_argument("--overwrite", action="store_true", help="Delete MODEL_DIR's earlier outputs and start again")
+parser.add_argument("--tracking_uri", help="Log the run to this MLflow store too (default: $MLFLOW_TRACKING_URI)")
+parser.add_argument("--tracking_parent", help="The MLflow run this run is a trial of (search_hyperparams.py sets it)")
 
 
 def main(argv=None):
@@ -59,6 +62,9 @@ def main(argv=None):
     counts = {split: len(labels) for split, (_, labels) in splits.items()}
     data = {"data_dir": str(data_dir), **counts}
 
+    # Log to MLflow too, if asked: its store is checked now
+    tracker = tracking.connect(args.tracking_uri, args.tracking_parent)
+
     # Choose the devices and machines to train on, before TensorFlow runs anything
     strategy = make_strategy(params.distribution)
 
@@ -66,8 +72,8 @@ def main(argv=None):
     set_seed(params.seed, params.deterministic)
 
     # Set up MODEL_DIR: one run at a time, never over earlier weights, a train.log, and run.json
-    # (the command, versions, data and how the run ended)
-    with run_folder(strategy, model_dir, args.restore_from, args.overwrite, data) as (output_dir, run):
+    # (the command, versions, data and how the run ended), and its MLflow run if tracked
+    with run_folder(strategy, model_dir, args.restore_from, args.overwrite, data, tracker) as (output_dir, run):
         for warning in warnings:
             logging.warning(warning)
         if args.param:
@@ -85,11 +91,21 @@ def main(argv=None):
         spec.model.summary(print_fn=lambda text, **_: logging.info(text))
         run.record["model"] = {"model_version": params.model_version, "parameters": spec.model.count_params()}
 
-        # Train, evaluating on dev after each epoch
+        # Train, evaluating on dev after each epoch (MLflow, if tracked, gets the hyperparameters and each
+        # epoch's metrics)
+        tracker.log_params(params.dict)
         logging.info(f"Starting training for {params.num_epochs} epochs")
         words = task.words and task.words(data_dir)  # to show the dev sentences it gets wrong (text)
         stopped_early = train_and_evaluate(
-            spec, train_dataset, dev_dataset, output_dir, params, class_names, args.restore_from, words
+            spec,
+            train_dataset,
+            dev_dataset,
+            output_dir,
+            params,
+            class_names,
+            args.restore_from,
+            words,
+            on_epoch=tracker.log_history,
         )
         if stopped_early:
             run.record.update(status="stopped early", reason=stopped_early)

@@ -166,10 +166,14 @@ def check_same_precision(prefix, params):
         )
 
 
-def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, class_names, restore_from=None, words=None):
+def train_and_evaluate(
+    spec, train_dataset, dev_dataset, model_dir, params, class_names, restore_from=None, words=None, on_epoch=None
+):
     """Trains for params.num_epochs epochs in total, evaluating on dev after each one, and saves
     what RUN_OUTPUTS (model/utils/run_folder.py) lists. With restore_from, continues where it stopped.
-    Returns why it stopped early, or None."""
+    on_epoch() is called when history.jsonl is up to date: at the start and after each epoch (train.py
+    logs the metrics to MLflow so). Returns why it stopped early, or None."""
+    on_epoch = on_epoch or (lambda: None)
     model_dir = Path(model_dir)
     # The optimizer and epoch counter are saved with the model, so that a resumed run continues exactly.
     checkpoint = tf.train.Checkpoint(model=spec.model, optimizer=spec.optimizer, epoch=tf.Variable(0, dtype=tf.int64))
@@ -196,6 +200,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, clas
     train_step = make_train_step(spec)
     eval_step = make_eval_step(spec.model, spec.eval_metrics, params, spec.strategy)
 
+    on_epoch()
     if int(checkpoint.epoch) >= params.num_epochs:
         logging.info(f"All {params.num_epochs} epochs are done already: raise num_epochs to train more")
     stopped_early = None
@@ -231,6 +236,7 @@ def train_and_evaluate(spec, train_dataset, dev_dataset, model_dir, params, clas
                 summaries.write_results(results, epoch, "best_dev", dev)
             record = {"epoch": epoch, **dev, **{f"train_{name}": value for name, value in train.items()}}
             checkpoints.save_epoch(model_dir, record, managers, is_best)
+            on_epoch()
             if stop.requested:
                 break
     writers["train"].flush()

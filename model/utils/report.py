@@ -1,6 +1,6 @@
 """Per-class results of an evaluation, from its confusion matrix: precision, recall, F1 and
-support of each class, as a dict (for the metrics JSON), a text table (for the log) and a
-picture of the matrix (for a PNG and TensorBoard). On imbalanced data one accuracy hides them."""
+support of each class, as a dict (for the metrics JSON), a text table (for the log), a Markdown
+table (for TensorBoard and MLflow) and a picture of the matrix (for a PNG, TensorBoard and MLflow). On imbalanced data one accuracy hides them."""
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -68,3 +68,12 @@ def picture(confusion, class_names):
             colour = "white" if shares[i, j] > 0.5 else "black"
             draw.text((box[0] + 6, top + CELL // 3), str(int(confusion[i, j])), font=font, fill=colour)
     return image
+
+
+def markdown(table):
+    """{name: {"precision", "recall", "f1", "support"}} as a Markdown table, which TensorBoard's Text tab draws."""
+    rows = [
+        f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        for name, r in table.items()
+    ]
+    return "\n".join(["| | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -79,15 +79,18 @@ def prepare(model_dir, restore_from, overwrite):
 
 
 @contextmanager
-def run_folder(strategy, model_dir, restore_from, overwrite, data):
+def run_folder(strategy, model_dir, restore_from, overwrite, data, tracker):
     """Sets up MODEL_DIR for a training run and yields (the folder this process writes into, its
     RunRecord): the lock (one run at a time), the checks before anything is written (never over an
-    earlier run's weights, never through a link), the log (console and train.log) and run.json."""
+    earlier run's weights, never through a link), the log (console and train.log), run.json, and the
+    tracker's MLflow run (model/utils/tracking.py), which the other workers of a cluster leave to the chief."""
     with output_folder(strategy, model_dir) as output_dir, lock_folder(output_dir, "train.py"):
         prepare(output_dir, restore_from, overwrite)
         set_logger(output_dir / "train.log")
-        with RunRecord(output_dir, data) as run:
-            yield output_dir, run
+        chief = output_dir == Path(model_dir)
+        with tracker.training_run(output_dir) if chief else nullcontext() as mlflow_run_id:
+            with RunRecord(output_dir, data, mlflow_run_id) as run:
+                yield output_dir, run
 
 
 @contextmanager
@@ -106,11 +109,11 @@ def output_folder(strategy, model_dir):
 
 
 class RunRecord:
-    """Keeps MODEL_DIR/run.json: the command, host, versions, git commit, data and model, written when the
-    run starts (status "running", which a kill -9 leaves) and when it ends: "finished", "stopped early"
-    (with the reason), "interrupted", "diverged" or "failed". Earlier runs are kept in "previous_runs"."""
+    """Keeps MODEL_DIR/run.json: the command, host, versions, git commit, data, model and MLflow run, written
+    when the run starts (status "running", which a kill -9 leaves) and when it ends: "finished", "stopped
+    early" (with the reason), "interrupted", "diverged" or "failed". Earlier runs are kept in "previous_runs"."""
 
-    def __init__(self, model_dir, data):
+    def __init__(self, model_dir, data, mlflow_run_id=None):
         self.path = Path(model_dir) / "run.json"
         try:
             last = load_json(self.path)
@@ -127,6 +130,7 @@ class RunRecord:
             | {"python": platform.python_version()},
             "git": _git_state(),
             "data": data,
+            "mlflow_run_id": mlflow_run_id,  # the run's MLflow run, if tracked (model/utils/tracking.py)
             "previous_runs": previous,
         }
 

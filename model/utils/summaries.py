@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
+from model.utils.report import markdown
 from model.utils.run_folder import remove
 
 
@@ -70,12 +71,3 @@ def write_misclassified(writer, step, misclassified, class_names, words=None):
         for predicted, images in sorted(misclassified.items()):
             write_images(writer, step, f"misclassified/predicted_as_{class_names[predicted]}", tf.stack(images))
     writer.flush()
-
-
-def markdown(table):
-    """{name: {"precision", "recall", "f1", "support"}} as a Markdown table, which TensorBoard's Text tab draws."""
-    rows = [
-        f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
-        for name, r in table.items()
-    ]
-    return "\n".join(["| | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])

@@ -7,6 +7,8 @@ at chance (1/6), above it climbs with each epoch. A SIGTERM stops it between two
 train.py stops (exit 130). It refuses an image_size other than 16 (exit 2), as train.py refuses
 one that is not the tiny dataset's.
 
+With --tracking_uri, it logs to MLflow as train.py does, with the template's own model/utils/tracking.py.
+
 STUB_HOLD_IN=TEXT: after the first epoch it trains in a folder whose name contains TEXT, it
 trains no further until it is stopped, as if its next epoch were long (so that a test can stop
 the search while the trial trains). STUB_ERROR=MESSAGE: it stops with that message, in the
@@ -20,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 parser = argparse.ArgumentParser()
@@ -27,6 +30,8 @@ parser.add_argument("--model_dir", required=True)
 parser.add_argument("--data_dir")
 parser.add_argument("--restore_from")
 parser.add_argument("--param", action="append", default=[])
+parser.add_argument("--tracking_uri")
+parser.add_argument("--tracking_parent")
 args = parser.parse_args()
 model_dir = Path(args.model_dir)
 stop = []  # set by SIGTERM: a plain list, as a lock taken in a signal handler can deadlock the thread it interrupts
@@ -75,6 +80,14 @@ else:
     log(f"{args.restore_from or 'This run'} holds no checkpoint yet: starting from freshly initialised weights")
 save_json(params, model_dir / "params_used.json")
 record = {"status": "running", "data": {"data_dir": args.data_dir}}
+tracked = ExitStack()
+if args.tracking_uri:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from model.utils import tracking
+
+    tracker = tracking.connect(args.tracking_uri, args.tracking_parent)
+    record["mlflow_run_id"] = tracked.enter_context(tracker.training_run(model_dir))
+    tracker.log_params(params)
 save_json(record, model_dir / "run.json")
 
 best = max((r["accuracy"] for r in history), default=None)
@@ -94,6 +107,8 @@ for epoch in range(saved + 1, params["num_epochs"] + 1):
         (model_dir / name / f"ckpt-{epoch}.index").write_text(f"epoch {epoch}")
         save_json(dev, model_dir / f"metrics_eval_{name}.json")
     best, saved = max(best or 0, dev["accuracy"]), epoch
+    if args.tracking_uri:
+        tracker.log_history()
     if hold:
         hold = False
         deadline = time.monotonic() + 120
@@ -108,4 +123,5 @@ if stop:
     print("Interrupted.", file=sys.stderr)
     sys.exit(130)
 save_json({**record, "status": "finished"}, model_dir / "run.json")
+tracked.close()
 log(f"Done. Weights, metrics and summaries are in {model_dir}")

@@ -1,0 +1,231 @@
+"""MLflow tracking (--tracking_uri, MLFLOW_TRACKING_URI), read back as a user reads it: through MlflowClient,
+from a real local store (SQLite) in the test's folder. A training run and its resumes are one MLflow run;
+evaluate.py adds its results to it; a search is a parent run with a child run per trial; a missing MLflow
+or a store that cannot be reached is one message, before anything is written."""
+
+import json
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_in_process, run_script, tiny_params
+from mlflow import MlflowClient  # optional for users, but in requirements-dev.txt: the tests need it
+from PIL import Image
+from test_interruptions import signal_in_epoch, start_training, wait_for
+from test_search import make_search, search_args
+
+EXPERIMENT = "template tests"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A local MLflow store in tmp_path, and an experiment whose artifacts are kept there too (MLflow's
+    default, ./mlruns, would be in the repository, where the scripts run in these tests)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    client.uri = uri
+    return client
+
+
+def runs_of(store):
+    experiment = store.get_experiment_by_name(EXPERIMENT).experiment_id
+    return store.search_runs([experiment], order_by=["attributes.start_time ASC"])
+
+
+def steps(store, run, key):
+    return {m.step: m.value for m in store.get_metric_history(run.info.run_id, key)}
+
+
+def artifacts(store, run, folder=None):
+    return sorted(a.path for a in store.list_artifacts(run.info.run_id, folder))
+
+
+def history(model_dir):
+    return [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_a_run_its_resume_and_its_evaluation_are_one_mlflow_run(tmp_path, trained_once, store, monkeypatch):
+    model_dir, data_dir = tmp_path / "experiment", trained_once.data_dir
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    with monkeypatch.context() as patch:  # Ctrl-C in epoch 2: a stopped run
+        signal_in_epoch(model_dir, 2, signal.SIGINT, patch)
+        stopped = run_in_process(
+            "train.py", "--model_dir", model_dir, "--data_dir", data_dir, "--tracking_uri", store.uri
+        )
+    assert stopped.returncode == 130, stopped.stderr
+    (run,) = runs_of(store)
+    assert run.info.status == "KILLED" and run.info.run_name == "experiment"
+    assert list(steps(store, run, "dev/accuracy")) == [1]
+
+    # The same command resumes it, with another num_epochs: the same MLflow run goes on
+    resumed = run_in_process(
+        "train.py", "--model_dir", model_dir, "--restore_from", "last_weights", "--param", "num_epochs=4",
+        env={"MLFLOW_TRACKING_URI": store.uri},
+    )  # fmt: skip
+
+    assert resumed.returncode == 0, resumed.stderr
+    (run,) = runs_of(store)
+    assert run.info.status == "FINISHED"
+    assert json.loads((model_dir / "run.json").read_text())["mlflow_run_id"] == run.info.run_id
+    assert run.data.tags["run_folder"] == str(model_dir.resolve())
+    # The hyperparameters, MLflow keeping the first value of one a resume changed (the log says so)
+    assert run.data.params["learning_rate"] == str(tiny_params()["learning_rate"])
+    assert run.data.params["num_epochs"] == "3" and "MLflow keeps the first values of num_epochs" in resumed.stderr
+    # Every epoch once, step = epoch, with the values of history.jsonl
+    for record in history(model_dir):
+        for name, key in (("accuracy", "dev/accuracy"), ("loss", "dev/loss"), ("train_loss", "train/loss")):
+            assert steps(store, run, key)[record["epoch"]] == pytest.approx(record[name])
+    assert list(steps(store, run, "dev/accuracy")) == [1, 2, 3, 4]
+    assert artifacts(store, run) == ["params.json", "run.json"]
+    logged_record = json.loads(Path(store.download_artifacts(run.info.run_id, "run.json", str(tmp_path))).read_text())
+    assert logged_record["status"] == "finished"
+
+    # evaluate.py finds the run from the folder, and adds the test results to it
+    evaluated = run_in_process("evaluate.py", "--model_dir", model_dir, "--tracking_uri", store.uri)
+
+    assert evaluated.returncode == 0, evaluated.stderr
+    (run,) = runs_of(store)
+    results = json.loads((model_dir / "metrics_test_best_weights.json").read_text())
+    assert run.data.metrics["test_best_weights/accuracy"] == pytest.approx(results["accuracy"])
+    assert artifacts(store, run, "test_best_weights") == [
+        "test_best_weights/confusion_matrix.png",
+        "test_best_weights/per_class.md",
+    ]
+    folder = Path(store.download_artifacts(run.info.run_id, "test_best_weights", str(tmp_path)))
+    assert "| precision | recall | F1 | support |" in (folder / "per_class.md").read_text()
+    saved = np.asarray(Image.open(model_dir / "confusion_matrix_test_best_weights.png"))
+    assert np.array_equal(np.asarray(Image.open(folder / "confusion_matrix.png")), saved)
+
+
+def test_a_run_first_tracked_when_it_resumes_logs_its_earlier_epochs_too(trained, store):
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+
+    result = run_in_process(
+        "train.py", "--model_dir", trained, "--restore_from", "last_weights", "--tracking_uri", store.uri
+    )
+
+    assert result.returncode == 0, result.stderr
+    (run,) = runs_of(store)
+    assert list(steps(store, run, "dev/accuracy")) == [1, 2, 3]
+    assert list(steps(store, run, "train/accuracy")) == [1, 2, 3]
+
+
+def test_a_run_with_tracking_off_imports_no_mlflow(trained, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # importing it would fail
+
+    result = run_in_process("train.py", "--model_dir", trained, "--restore_from", "last_weights")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads((trained / "run.json").read_text())["mlflow_run_id"] is None
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "search_hyperparams.py"])
+@pytest.mark.parametrize("fault", ["no server", "no mlflow"])
+def test_tracking_that_cannot_work_is_one_message_before_anything_is_written(
+    tmp_path, trained, built_dataset, script, fault, monkeypatch
+):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    if fault == "no mlflow":
+        monkeypatch.setitem(sys.modules, "mlflow", None)
+    parent = make_search(tmp_path / "search", {"learning_rate": [0.01]})
+    before = sorted(path.name for path in trained.iterdir())
+    args = {
+        "train.py": ["--model_dir", trained, "--restore_from", "last_weights", "--param", "num_epochs=3"],
+        "evaluate.py": ["--model_dir", trained],
+        "search_hyperparams.py": search_args(parent, built_dataset),
+    }[script]
+
+    result = run_in_process(script, *args, env={"MLFLOW_TRACKING_URI": uri})
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (message,) = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    if fault == "no mlflow":
+        assert "MLflow is not installed: pip install -r requirements-tracking.txt" in message
+    else:
+        assert f"The MLflow tracking server {uri} cannot be reached: Connection refused" in message
+    assert "unset MLFLOW_TRACKING_URI" in message
+    logged = ["evaluate.log"] if script == "evaluate.py" else []  # evaluate.py logs its errors too
+    assert sorted(path.name for path in trained.iterdir()) == sorted(before + logged)
+    assert not (parent / "learning_rate_0.01").exists()
+
+
+def test_a_search_is_a_parent_run_with_a_child_run_per_trial_and_a_rerun_adds_none(
+    tmp_path, built_dataset, stand_in, store
+):
+    parent = make_search(tmp_path / "lr", {"learning_rate": [0.01, 0.02]}, num_epochs=2)
+
+    result = stand_in.run("search_hyperparams.py", *search_args(parent, built_dataset, "--tracking_uri", store.uri))
+
+    assert result.returncode == 0, result.stderr
+    assert_parent_and_children(store, parent, ["learning_rate_0.01", "learning_rate_0.02"], epochs=2)
+    rerun = stand_in.run("search_hyperparams.py", *search_args(parent, built_dataset, "--tracking_uri", store.uri))
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(runs_of(store)) == 3
+
+
+def assert_parent_and_children(store, parent, trials, epochs):
+    """One parent run for the search folder, and one finished child run per trial, with its epochs."""
+    (search_run,) = [run for run in runs_of(store) if "search_folder" in run.data.tags]
+    assert search_run.info.run_name == parent.name and search_run.data.tags["search_folder"] == str(parent.resolve())
+    assert search_run.info.status == "FINISHED"
+    assert artifacts(store, search_run) == ["params.json", "search.json"]
+    children = [run for run in runs_of(store) if run.data.tags.get("mlflow.parentRunId") == search_run.info.run_id]
+    assert sorted(run.info.run_name for run in children) == sorted(trials)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["run_folder"] == str((parent / run.info.run_name).resolve())
+        assert list(steps(store, run, "dev/accuracy")) == list(range(1, epochs + 1))
+        trial_params = json.loads((parent / run.info.run_name / "params.json").read_text())
+        assert run.data.params["learning_rate"] == str(trial_params["learning_rate"])
+    return children
+
+
+@pytest.mark.slow
+def test_a_tpe_search_of_real_trials_is_a_parent_run_with_their_evaluated_child_runs(tmp_path, built_dataset, store):
+    space = {"learning_rate": {"distribution": "log_uniform", "low": 1e-3, "high": 1e-2}}
+    parent = make_search(tmp_path / "tpe", space, num_epochs=2)
+    args = search_args(parent, built_dataset, "--sampler", "tpe", "--num_trials", 2, "--evaluate")
+
+    result = run_script("search_hyperparams.py", *args, env={"MLFLOW_TRACKING_URI": store.uri})
+
+    assert result.returncode == 0, result.stderr
+    trials = sorted(path.parent.name for path in parent.glob("*/run.json"))
+    assert len(trials) == 2
+    for run in assert_parent_and_children(store, parent, trials, epochs=2):
+        results = json.loads((parent / run.info.run_name / "metrics_test_best_weights.json").read_text())
+        assert run.data.metrics["test_best_weights/accuracy"] == pytest.approx(results["accuracy"])
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_kill_9_resumes_its_mlflow_run_with_each_epoch_once(
+    model_dir, built_dataset, store, monkeypatch
+):
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=4, batch_size=2)))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    process = start_training(model_dir, built_dataset)
+    wait_for(model_dir / "last_weights" / "ckpt-1.index", process)
+    process.kill()
+    process.communicate()
+    (killed,) = runs_of(store)
+    assert killed.info.status == "RUNNING"  # kill -9 leaves no time to say more
+
+    result = run_script("train.py", "--model_dir", model_dir, "--restore_from", "last_weights")
+
+    assert result.returncode == 0, result.stderr
+    (run,) = runs_of(store)
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    for key in ("dev/loss", "train/loss"):  # each epoch once, whether the kill came before its logging or after
+        assert [m.step for m in store.get_metric_history(run.info.run_id, key)] == [1, 2, 3, 4]

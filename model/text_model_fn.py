@@ -121,5 +121,6 @@ TASK = register_task(
         metrics=METRICS,
         split_metrics=entity_metrics,
         words=text_input_fn.words,
+        main_metric="entity_f1",
     )
 )

@@ -123,10 +123,14 @@ def train_one_epoch(spec, train_step, dataset, epoch, params, writer, stop):
                 "learning_rate in params.json (try 10x smaller); the epochs saved before are kept."
             )
         if batch == 0 and spec.task.name == "images":
-            summaries.write_images(writer, step, "input_images", local_values(spec.strategy, inputs)[:4])
+            summaries.write_images(
+                writer, step, "train_inputs", summaries.side_by_side(local_values(spec.strategy, inputs)[:4])
+            )
         if step % params.save_summary_steps == 0:
             rate = float(tf.convert_to_tensor(spec.optimizer.learning_rate))  # now, as lr_schedule sets it
-            summaries.write_scalars(writer, step, {**spec.train_metrics.result(), "loss": loss, "learning_rate": rate})
+            summaries.write_scalars(
+                writer, step, "train", {**spec.train_metrics.result(), "loss": loss, "learning_rate": rate}
+            )
         progress.set_postfix(loss=f"{spec.train_metrics.loss.result():.3f}", refresh=False)
         if stop.requested:
             break
@@ -190,13 +194,12 @@ def train_and_evaluate(
         name: tf.train.CheckpointManager(checkpoint, model_dir / name, keep) for name, keep in checkpoints.KEEP.items()
     }
     params.save(model_dir / "params_used.json")  # the hyperparameters the weights are now trained with
-    results = summaries.write_hparams(model_dir, params)
+    writer = summaries.write_hparams(model_dir, params)  # TensorBoard's: the hyperparameters, curves and images
     if best_epoch in history:
-        summaries.write_results(results, best_epoch, "best_dev", history[best_epoch])
+        summaries.write_results(writer, best_epoch, "best_dev", history[best_epoch])
     # Each global batch is split over the strategy's replicas (on one device: unchanged).
     train_dataset = spec.strategy.experimental_distribute_dataset(train_dataset)
     dev_dataset = spec.strategy.experimental_distribute_dataset(dev_dataset)
-    writers = {name: tf.summary.create_file_writer(str(model_dir / f"{name}_summaries")) for name in ("train", "eval")}
     train_step = make_train_step(spec)
     eval_step = make_eval_step(spec.model, spec.eval_metrics, params, spec.strategy)
 
@@ -214,7 +217,7 @@ def train_and_evaluate(
                 logging.info(f"Stopped early: {stopped_early}. Raise early_stopping_patience to train further.")
                 break
             start = time.perf_counter()
-            train = train_one_epoch(spec, train_step, train_dataset, epoch, params, writers["train"], stop)
+            train = train_one_epoch(spec, train_step, train_dataset, epoch, params, writer, stop)
             if stop.requested:
                 break  # an unfinished epoch is not saved: resuming redoes it
             log_metrics("Train", epoch, params, train, time.perf_counter() - start)
@@ -224,8 +227,8 @@ def train_and_evaluate(
             )
             log_metrics("Eval", epoch, params, dev)
             step = int(spec.optimizer.iterations.numpy())
-            summaries.write_scalars(writers["eval"], step, dev)
-            summaries.write_misclassified(writers["eval"], step, misclassified, class_names, words)
+            summaries.write_scalars(writer, step, "dev", dev)
+            summaries.write_misclassified(writer, step, misclassified, class_names, words)
 
             checkpoint.epoch.assign(epoch)
             value = dev[params.best_metric]
@@ -233,13 +236,13 @@ def train_and_evaluate(
             if is_best:
                 logging.info(f"- Found new best {params.best_metric} {value:.3f}, saving best_weights")
                 best, since = value, epoch
-                summaries.write_results(results, epoch, "best_dev", dev)
+                summaries.write_results(writer, epoch, "best_dev", dev)
             record = {"epoch": epoch, **dev, **{f"train_{name}": value for name, value in train.items()}}
             checkpoints.save_epoch(model_dir, record, managers, is_best)
             on_epoch()
             if stop.requested:
                 break
-    writers["train"].flush()
+    writer.flush()
     if stop.requested:
         logging.info(
             f"Stopped after {int(checkpoint.epoch)} epochs. Continue with --restore_from {model_dir / 'last_weights'}"

@@ -58,10 +58,10 @@ def test_a_metric_added_in_one_line_is_logged_saved_summarised_tabulated_and_can
     for split in ("eval", "test"):
         metrics = json.loads((run_dir / f"metrics_{split}_best_weights.json").read_text())
         assert metrics["accuracy"] <= metrics["top_3_accuracy"] <= 1.0
-    for summaries in ("train_summaries", "eval_summaries"):
-        events = EventAccumulator(str(run_dir / summaries), size_guidance={"tensors": 0})
-        events.Reload()
-        assert "top_3_accuracy" in events.Tags()["tensors"], summaries
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    for split in ("train", "dev", "best_dev", "test_best_weights"):
+        assert f"{split}/top_3_accuracy" in events.Tags()["tensors"], split
     header = (copy / "experiments" / "results.csv").read_text().splitlines()[0].split(",")
     assert "top_3_accuracy" in header
 

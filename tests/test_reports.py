@@ -87,7 +87,7 @@ def test_evaluation_results_and_picture_are_in_tensorboard(evaluated):
     root = events(model_dir)  # the run's own folder: what the HParams dashboard reads
 
     assert scalar(root, "test_best_weights/accuracy") == pytest.approx(metrics["accuracy"])
-    [image] = root.Tensors("test_best_weights/confusion_matrix")
+    [image] = root.Tensors("confusion_matrix/test_best_weights")
     width, height = (int(v) for v in tf.make_ndarray(image.tensor_proto)[:2])
     with Image.open(model_dir / "confusion_matrix_test_best_weights.png") as png:
         assert (width, height) == png.size
@@ -105,12 +105,16 @@ def test_hparams_shows_the_best_dev_metrics_not_the_last(evaluated):
     assert json.loads((model_dir / "metrics_eval_best_weights.json").read_text())["epoch"] == best["epoch"]
 
 
-def test_misclassified_images_are_tagged_with_class_names(evaluated):
+def test_misclassified_images_are_one_picture_per_predicted_class_tagged_with_its_name(evaluated):
     model_dir, _ = evaluated
-    tags = events(model_dir / "eval_summaries").Tags()["tensors"]
-    misclassified = [tag for tag in tags if tag.startswith("misclassified/")]
+    root = events(model_dir)
+    misclassified = [tag for tag in root.Tags()["tensors"] if tag.startswith("misclassified/")]
     assert misclassified, "a 3-epoch model gets some dev images wrong"
     assert {tag.removeprefix("misclassified/predicted_as_") for tag in misclassified} <= set(CLASSES)
+    for tag in misclassified:  # one card in TensorBoard: the wrong images of the class side by side
+        for event in root.Tensors(tag):
+            width, height, *pictures = tf.make_ndarray(event.tensor_proto)
+            assert len(pictures) == 1 and int(width) % int(height) == 0 and int(width) // int(height) <= 6
 
 
 def test_overwrite_clears_the_earlier_runs_hparams(evaluated, tmp_path):
@@ -125,8 +129,8 @@ def test_overwrite_clears_the_earlier_runs_hparams(evaluated, tmp_path):
     assert not (model_dir / "confusion_matrix_test_best_weights.png").exists()
     root = events(model_dir)
     assert "test_best_weights/accuracy" not in root.Tags()["tensors"]  # the earlier weights' results
-    [hparams_file] = model_dir.glob("events.out.tfevents.*")
+    [hparams_file] = model_dir.glob("events.out.tfevents.*")  # the new run's only
     summary = [e.summary for e in tf.compat.v1.train.summary_iterator(str(hparams_file)) if e.summary.value]
     session = [v for s in summary for v in s.value if v.tag == "_hparams_/session_start_info"]
     data = plugin_data_pb2.HParamsPluginData.FromString(session[0].metadata.plugin_data.content)
-    assert data.session_start_info.hparams["num_epochs"].number_value == 1
+    assert data.session_start_info.hparams["num_epochs"].string_value == "1"  # whole numbers as text: "1", not 1.0000

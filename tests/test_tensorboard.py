@@ -85,7 +85,7 @@ def fetch_when(url, ready, body=None, timeout=60):
     pytest.fail(f"TensorBoard's {url} never answered as expected within {timeout} s; last answer: {answer}")
 
 
-def test_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_metrics(searched, tensorboard):
+def test_hparams_table_shows_each_trial_by_its_values_with_test_and_best_dev_first(searched, tensorboard):
     groups = fetch_when(
         f"{tensorboard}/data/plugin/hparams/session_groups",
         lambda answer: len(answer.get("sessionGroups", [])) == 2,
@@ -93,29 +93,37 @@ def test_hparams_dashboard_lists_every_trial_with_its_hyperparameters_and_metric
     )["sessionGroups"]
     experiment = fetch(f"{tensorboard}/data/plugin/hparams/experiment", {"experimentName": ""})
 
+    # The columns: every hyperparameter, the five shown first marked so; the metrics, test and best dev first
     used = json.loads((searched / TRIALS[0] / "params_used.json").read_text())
-    assert {info["name"] for info in experiment["hparamInfos"]} == set(used) >= set(tiny_params())
-    metric_names = [info["name"] for info in experiment["metricInfos"]]
-    assert {"group": "eval_summaries", "tag": "accuracy"} in metric_names
-    assert {"group": "train_summaries", "tag": "loss"} in metric_names
+    assert {info["name"] for info in experiment["hparamInfos"]} >= set(used) >= set(tiny_params())
+    shown = {info["name"] for info in experiment["hparamInfos"] if info.get("differs")}
+    assert shown == {"model_version", "learning_rate", "batch_size", "num_epochs", "optimizer"}
+    metric_names = [info["name"]["tag"] for info in experiment["metricInfos"]]
+    assert metric_names[:5] == [
+        "test_best_weights/accuracy", "best_dev/accuracy", "test_best_weights/entity_f1", "best_dev/entity_f1",
+        "test_best_weights/loss",
+    ]  # fmt: skip
+    assert {"dev/accuracy", "train/loss"} <= set(metric_names)
 
-    assert sorted(group["hparams"]["learning_rate"] for group in groups) == list(LEARNING_RATES)
+    # A row per trial, named by its value first (the column shows about 15 characters)
+    assert sorted(group["name"] for group in groups) == [f"{lr} · search" for lr in LEARNING_RATES]
     for group in groups:
         trial = searched / f"learning_rate_{group['hparams']['learning_rate']}"
-        shown = {(m["name"]["group"], m["name"]["tag"]): m["value"] for m in group["metricValues"]}
-        dev_accuracy = json.loads((trial / "metrics_eval_last_weights.json").read_text())["accuracy"]
-        assert shown[("eval_summaries", "accuracy")] == pytest.approx(dev_accuracy)
-        assert group["hparams"]["num_channels"] == 4 and group["hparams"]["model_version"] == "base_model"
+        values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        dev = json.loads((trial / "metrics_eval_last_weights.json").read_text())
+        best_dev = json.loads((trial / "metrics_eval_best_weights.json").read_text())
+        assert values["dev/accuracy"] == pytest.approx(dev["accuracy"])
+        assert values["best_dev/accuracy"] == pytest.approx(best_dev["accuracy"])
+        # Whole numbers as text, which the table shows as 4, not 4.0000
+        assert group["hparams"]["num_channels"] == "4" and group["hparams"]["model_version"] == "base_model"
         assert len(group["sessions"]) == 1, "each trial is one run"
 
 
-def test_scalars_and_images_dashboards_show_every_trials_curves_and_inputs(tensorboard):
-    runs = {f"{trial}/{kind}" for trial in TRIALS for kind in ("train_summaries", "eval_summaries")}
-    scalars = fetch_when(f"{tensorboard}/data/plugin/scalars/tags", lambda answer: runs <= set(answer))
-    train_runs = {f"{trial}/train_summaries" for trial in TRIALS}
-    images = fetch_when(f"{tensorboard}/data/plugin/images/tags", lambda answer: train_runs <= set(answer))
+def test_each_trial_is_one_run_with_its_train_and_dev_curves_and_pictures(tensorboard):
+    scalars = fetch_when(f"{tensorboard}/data/plugin/scalars/tags", lambda answer: set(TRIALS) <= set(answer))
+    images = fetch_when(f"{tensorboard}/data/plugin/images/tags", lambda answer: set(TRIALS) <= set(answer))
 
-    for run in runs:
-        assert {"loss", "accuracy"} <= set(scalars[run]), run
-    for run in train_runs:
-        assert "input_images" in images[run], run
+    assert set(scalars) == set(TRIALS), "one run per trial, not one per folder of summaries"
+    for run in TRIALS:
+        assert {"train/loss", "train/accuracy", "dev/loss", "dev/accuracy", "best_dev/accuracy"} <= set(scalars[run])
+        assert "train_inputs" in images[run], run

@@ -47,14 +47,22 @@ def test_train_writes_checkpoints_metrics_logs_and_summaries(trained_once):
     log = (trained / "train.log").read_text()
     assert "Epoch 1/2 - Train metrics" in log and "Epoch 2/2 - Eval metrics" in log
 
-    train_tags = summary_tags(trained / "train_summaries")
-    assert train_tags["loss"] == "scalars" and train_tags["accuracy"] == "scalars"
-    assert train_tags["input_images"] == "images"
-    eval_tags = summary_tags(trained / "eval_summaries")
-    assert eval_tags["accuracy"] == "scalars" and eval_tags["loss"] == "scalars"
+    # One folder per run for TensorBoard: the train and dev curves told apart by their names
+    assert not [path for path in trained.iterdir() if path.name.endswith("_summaries")]
+    tags = summary_tags(trained)
+    for name in (
+        "train/loss",
+        "train/accuracy",
+        "train/learning_rate",
+        "dev/loss",
+        "dev/accuracy",
+        "best_dev/accuracy",
+    ):
+        assert tags[name] == "scalars", name
+    assert tags["train_inputs"] == "images"
     # After two epochs on tiny data the model still gets dev images wrong: they are shown.
-    misclassified = [tag for tag in eval_tags if tag.startswith("misclassified/predicted_as_")]
-    assert misclassified and all(eval_tags[tag] == "images" for tag in misclassified)
+    misclassified = [tag for tag in tags if tag.startswith("misclassified/predicted_as_")]
+    assert misclassified and all(tags[tag] == "images" for tag in misclassified)
 
 
 def test_evaluate_writes_test_metrics(trained, trained_once):

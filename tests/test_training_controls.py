@@ -64,9 +64,9 @@ def test_step_schedule_multiplies_the_rate_every_lr_decay_epochs(tmp_path):
 
 def learning_rates(model_dir):
     """{step: learning rate} of the train summaries (the last value written for each step)."""
-    events = EventAccumulator(str(model_dir / "train_summaries"), size_guidance={"tensors": 0})
+    events = EventAccumulator(str(model_dir), size_guidance={"tensors": 0})
     events.Reload()
-    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("learning_rate")}
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("train/learning_rate")}
 
 
 def test_a_run_stopped_and_resumed_continues_the_schedule_where_it_stopped(trained_once, tmp_path, monkeypatch):

@@ -31,9 +31,7 @@ RUN_OUTPUTS = (
     "history.jsonl",  # one line of dev and train metrics per epoch
     "metrics_*.json",  # dev (eval) and test metrics of the weights
     "confusion_matrix_*.png",  # evaluate.py's
-    "train_summaries",  # TensorBoard
-    "eval_summaries",
-    "events.out.tfevents.*",  # TensorBoard: the run's hyperparameters and results, for HParams
+    "events.out.tfevents.*",  # TensorBoard: the run's hyperparameters, curves, images and results
     "evaluate.log",
     "predict.log",
     "export.log",

@@ -29,6 +29,12 @@ class Task:
     # metrics of a whole split that no running average gives, such as entity F1
     split_metrics: Callable = None
     words: Callable = None  # data_dir -> the vocabulary, to show the dev sentences a model gets wrong
+    main_metric: str = "accuracy"  # the one TensorBoard's HParams table shows first
+
+    @property
+    def metric_names(self):
+        """The loss and every metric a run of this task logs, each a valid best_metric."""
+        return ("loss", *self.metrics, *getattr(self.split_metrics, "names", ()))
 
     def load_params(self, model_dir, overrides, data_dir):
         """MODEL_DIR/params.json with the --param overrides and the values DATA_DIR decides, checked."""
@@ -61,7 +67,7 @@ class Task:
             )
 
     def check_metric(self, params):
-        if params.best_metric not in ("loss", *self.metrics, *getattr(self.split_metrics, "names", ())):
+        if params.best_metric not in self.metric_names:
             raise UserError(f"best_metric {params.best_metric} is not a metric of the {self.name} task.")
 
 

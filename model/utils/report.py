@@ -1,6 +1,7 @@
 """Per-class results of an evaluation, from its confusion matrix: precision, recall, F1 and
 support of each class, as a dict (for the metrics JSON), a text table (for the log), a Markdown
-table (for TensorBoard and MLflow) and a picture of the matrix (for a PNG, TensorBoard and MLflow). On imbalanced data one accuracy hides them."""
+table (for TensorBoard and MLflow) and a picture of the matrix (for a PNG, TensorBoard and MLflow).
+On imbalanced data one accuracy hides them."""
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

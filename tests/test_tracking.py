@@ -76,7 +76,10 @@ def test_a_run_its_resume_and_its_evaluation_are_one_mlflow_run(tmp_path, traine
     assert run.data.tags["run_folder"] == str(model_dir.resolve())
     # The hyperparameters, MLflow keeping the first value of one a resume changed (the log says so)
     assert run.data.params["learning_rate"] == str(tiny_params()["learning_rate"])
-    assert run.data.params["num_epochs"] == "3" and "MLflow keeps the first values of num_epochs" in resumed.stderr
+    assert (
+        run.data.params["num_epochs"] == "3"
+        and "MLflow keeps the first values of num_epochs (this run" in resumed.stderr
+    )
     # Every epoch once, step = epoch, with the values of history.jsonl
     for record in history(model_dir):
         for name, key in (("accuracy", "dev/accuracy"), ("loss", "dev/loss"), ("train_loss", "train/loss")):
@@ -114,6 +117,41 @@ def test_a_run_first_tracked_when_it_resumes_logs_its_earlier_epochs_too(trained
     (run,) = runs_of(store)
     assert list(steps(store, run, "dev/accuracy")) == [1, 2, 3]
     assert list(steps(store, run, "train/accuracy")) == [1, 2, 3]
+
+
+def test_a_store_failing_during_training_is_a_warning_and_the_resume_logs_the_epochs_it_missed(
+    tmp_path, trained_once, store, monkeypatch
+):
+    model_dir = tmp_path / "experiment"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=2)))
+    log_batch = MlflowClient.log_batch
+
+    def refuse_metrics(self, run_id, metrics=(), **kwargs):  # as a server that went away after the start
+        if metrics:
+            raise ConnectionError("the server went away. Details follow")
+        return log_batch(self, run_id, metrics=metrics, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, "log_batch", refuse_metrics)
+        result = run_in_process(
+            "train.py", "--model_dir", model_dir, "--data_dir", trained_once.data_dir, "--tracking_uri", store.uri
+        )
+
+    assert result.returncode == 0, result.stderr
+    warning = f"Warning: MLflow at {store.uri} did not take the metrics of epochs 1, 2: the server went away"
+    assert warning in result.stderr and warning in (model_dir / "train.log").read_text()
+    (run,) = runs_of(store)
+    assert steps(store, run, "dev/accuracy") == {}
+
+    resumed = run_in_process(
+        "train.py", "--model_dir", model_dir, "--restore_from", "last_weights", "--param", "num_epochs=3",
+        "--tracking_uri", store.uri,
+    )  # fmt: skip
+
+    assert resumed.returncode == 0, resumed.stderr
+    (run,) = runs_of(store)
+    assert list(steps(store, run, "dev/accuracy")) == [1, 2, 3]
 
 
 def test_a_run_with_tracking_off_imports_no_mlflow(trained, monkeypatch):

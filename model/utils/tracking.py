@@ -156,13 +156,14 @@ class Tracker:
             return
         from mlflow.entities import Param
 
-        logged = self.client.get_run(self.run_id).data.params
-        values = {key: str(value) for key, value in params.items()}
-        if changed := sorted(key for key in values.keys() & logged.keys() if values[key] != logged[key]):
-            logging.info(f"MLflow keeps the first values of {', '.join(changed)} (this run's are in params_used.json)")
-        new = [Param(key, value) for key, value in values.items() if key not in logged]
-        for start in range(0, len(new), 100):  # MLflow takes 100 at a time
-            self.client.log_batch(self.run_id, params=new[start : start + 100])
+        with self.warn_on_failure("the hyperparameters"):
+            logged = self.client.get_run(self.run_id).data.params
+            values = {key: str(value) for key, value in params.items()}
+            if changed := sorted(key for key in values.keys() & logged.keys() if values[key] != logged[key]):
+                logging.info(f"MLflow keeps the first values of {', '.join(changed)} (this run's: params_used.json)")
+            new = [Param(key, value) for key, value in values.items() if key not in logged]
+            for start in range(0, len(new), 100):  # MLflow takes 100 at a time
+                self.client.log_batch(self.run_id, params=new[start : start + 100])
 
     def log_history(self):
         """The train and dev metrics of the epochs in the run folder's history.jsonl not logged yet, with
@@ -191,22 +192,23 @@ class Tracker:
             return
         from mlflow.entities import Metric
 
-        run_id = self.recorded_run(model_dir)
-        if run_id is None:
-            tags = {"run_folder": str(Path(model_dir).resolve())}
-            run_id = self.client.create_run(self.experiment, tags=tags, run_name=Path(model_dir).name).info.run_id
-            self.client.set_terminated(run_id)
-            logging.info(f"{model_dir}'s run.json records no MLflow run in this store: its results go to a new one")
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(f"{prefix}/{k}", v, now, step) for k, v in metrics.items()])
-        for name, table in tables.items():
-            self.client.log_text(run_id, markdown(table), f"{prefix}/{name}.md")
-        self.client.log_image(run_id, picture, f"{prefix}/confusion_matrix.png")
-        logging.info(f"Logged the results to MLflow at {self.uri}: run {run_id}")
+        with self.warn_on_failure("the results (they are saved in the run folder)"):
+            run_id = self.recorded_run(model_dir)
+            if run_id is None:
+                tags = {"run_folder": str(Path(model_dir).resolve())}
+                run_id = self.client.create_run(self.experiment, tags=tags, run_name=Path(model_dir).name).info.run_id
+                self.client.set_terminated(run_id)
+                logging.info(f"{model_dir}'s run.json records no MLflow run in this store: the results go to a new one")
+            now = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[Metric(f"{prefix}/{k}", v, now, step) for k, v in metrics.items()])
+            for name, table in tables.items():
+                self.client.log_text(run_id, markdown(table), f"{prefix}/{name}.md")
+            self.client.log_image(run_id, picture, f"{prefix}/confusion_matrix.png")
+            logging.info(f"Logged the results to MLflow at {self.uri}: run {run_id}")
 
     @contextmanager
     def warn_on_failure(self, what):
         try:
             yield
         except Exception as error:
-            logging.warning(f"Warning: MLflow at {self.uri} did not take {what} ({type(error).__name__}: {error})")
+            logging.warning(f"Warning: MLflow at {self.uri} did not take {what}: {first_sentence(error)}")

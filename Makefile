@@ -55,7 +55,7 @@ train: install ## Train MODEL_DIR, continuing from its last_weights if it has so
 evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
 	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)
 
-test: install ## Run the fast tests, the ones to run after each edit (about a minute on 2 free cores)
+test: install ## Run the fast tests, the ones to run after each edit (1 to 2 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
 test-all: install ## Add the end-to-end tests: subprocesses, kills, full disks, servers (about 8 minutes; CI runs it)

@@ -92,6 +92,9 @@ def test_find_takes_a_folder_a_prefix_or_the_runs_own_last_weights(saved, tmp_pa
     ]
     with pytest.raises(UserError, match="no such weights folder or checkpoint"):
         checkpoints.find("no_such_weights", model_dir)
+    # A run not trained yet, evaluated with its default weights: the message says to train it
+    with pytest.raises(UserError, match="untrained holds no best_weights yet: train it first"):
+        checkpoints.find("best_weights", tmp_path / "untrained")
 
 
 class FullDisk:

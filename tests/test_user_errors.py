@@ -102,7 +102,7 @@ def test_missing_restore_from(built_dataset, model_dir):
 
 def test_evaluate_before_training(built_dataset, model_dir):
     result = run_in_process("evaluate.py", "--model_dir", model_dir, "--data_dir", built_dataset)
-    assert_user_error(result, "best_weights", "no such weights folder")
+    assert_user_error(result, "holds no best_weights yet: train it first (python train.py --model_dir")
 
 
 def test_checkpoint_of_another_architecture(trained, trained_once):

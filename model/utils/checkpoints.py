@@ -65,6 +65,11 @@ def find(restore_from, model_dir):
             return [path]
         if Path(f"{path}.index").is_file():
             return str(path)
+    if str(restore_from) in KEEP:  # a run's own weights folder: the run is not trained yet
+        raise UserError(
+            f"{model_dir} holds no {restore_from} yet: train it first (python train.py --model_dir {model_dir}), "
+            "or give other weights with --restore_from."
+        )
     raise UserError(
         f"--restore_from {restore_from}: no such weights folder or checkpoint (looked for {restore_from} "
         f"and {model_dir / restore_from}). Give a folder such as {model_dir / 'best_weights'}."

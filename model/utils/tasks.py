@@ -62,8 +62,8 @@ class Task:
             )
         if NETWORKS[version][0].__module__ != self.model_module:
             raise UserError(
-                f"model_version {version} is a network for {other(self).name}, but {data_dir} holds {self.name} "
-                f"data. Choose a network of {self.model_module.replace('.', '/')}.py, or other data."
+                f"model_version {version} is a network for {other(self).name}, but {data_dir} holds {self.name}. "
+                f"Choose a network of {self.model_module.replace('.', '/')}.py, or other data."
             )
 
     def check_metric(self, params):

@@ -235,6 +235,7 @@ def test_clean_deletes_what_runs_and_searches_wrote_and_keeps_the_rest(tmp_path)
     kept = ["run/params.json", "run/notes.html", "search/params.json", "search/search.json", "search/trial/params.json"]
     written = ["run/train.log", "run/last_weights/ckpt-1.index", "run/metrics_eval_best_weights.json"]
     written += ["search/results.md", "search/plot.html", "search/trial/output.log", "search/trial/trial.json"]
+    written += ["results.md", "results_test.csv"]  # synthesize_results.py's, over all of them
     for name in kept + written:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")

@@ -42,7 +42,8 @@ RUN_OUTPUTS = (
 )
 # What a search and synthesize_results.py write into the folder above the runs
 JOURNAL_NAME = "optuna_journal.log"  # a TPE search's Optuna study, unless --storage says otherwise
-SEARCH_OUTPUTS = ("search.log", "results*.md", "results*.csv", f"{JOURNAL_NAME}*", "*.html")
+SYNTHESIZED = ("results*.md", "results*.csv")  # synthesize_results.py's, in the folder it is given
+SEARCH_OUTPUTS = ("search.log", *SYNTHESIZED, f"{JOURNAL_NAME}*", "*.html")
 
 
 def outputs_in(folder, patterns=RUN_OUTPUTS):
@@ -193,6 +194,8 @@ def clean(root):
     for kind, patterns in (("params.json", RUN_OUTPUTS), ("search.json", SEARCH_OUTPUTS)):
         for path in (path for found in Path(root).rglob(kind) for path in outputs_in(found.parent, patterns)):
             remove(path)
+    for path in outputs_in(root, SYNTHESIZED):  # synthesize_results.py's tables of everything below root
+        remove(path)
 
 
 def main(argv=None):

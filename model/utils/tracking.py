@@ -46,9 +46,10 @@ def connect(uri=None, parent_id=None):
         client = MlflowClient(uri)
         experiment = experiment_id(client, parent_id)
     except Exception as error:  # MLflow's or the database's: the URI is what to check
-        raise UserError(
-            f"The MLflow tracking store {uri} cannot be used: {first_sentence(error)}. {CHECK_URI}"
-        ) from None
+        reason = first_sentence(error)
+        if "unsupported URI" in reason:  # MLflow says it of its model registry, which the user never asked for
+            reason = "MLflow knows no store of that kind (sqlite, postgresql, mysql, mssql, http, https, databricks)"
+        raise UserError(f"The MLflow tracking store {uri} cannot be used: {reason}. {CHECK_URI}") from None
     return Tracker(client, uri, experiment, parent_id)
 
 

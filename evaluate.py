@@ -45,6 +45,9 @@ def main(argv=None):
     model_dir = Path(args.model_dir)
     output_dir = Path(args.output_dir or model_dir)
 
+    # Log to MLflow too, if asked (into the model's run): its store is checked before anything is written
+    tracker = tracking.connect(args.tracking_uri)
+
     # Log to the console and to evaluate.log (the console only if the folder is read-only)
     if args.output_dir:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -62,9 +65,6 @@ def main(argv=None):
         if error.errno not in NOT_WRITABLE or args.output_dir:
             raise
         writable = False
-
-    # Log to MLflow too, if asked (into the model's run): its store is checked now
-    tracker = tracking.connect(args.tracking_uri)
 
     # The network with its trained weights, the hyperparameters it was trained with, and its task's data
     params, network, checkpoint_prefix = load_trained_model(model_dir, args.restore_from)

@@ -115,18 +115,19 @@ def main(argv=None):
         if not space.keys() & {"image_size", "num_labels"}:  # else each trial checks it with its own
             task.check_split(*data, params, split)
 
+    # A launcher that cannot start, or an MLflow store that cannot be used, stops us here, before anything is written
+    launcher = launcher_prefix(args.launcher)
+    tracker = tracking.connect(args.tracking_uri)
+
     # One grid or random search at a time in PARENT_DIR (TPE searches share it: their study hands out the
     # trials); it logs to the console and to PARENT_DIR/search.log
     with lock_folder(parent_dir, "search_hyperparams.py") if method != "tpe" else nullcontext():
         set_logger(parent_dir / "search.log")
-        run_trials(args, parent_dir, sampler)
+        run_trials(args, parent_dir, sampler, launcher, tracker)
 
 
-def run_trials(args, parent_dir, make_sampler):
+def run_trials(args, parent_dir, make_sampler, launcher, tracker):
     """Runs the trials of the sampler that `make_sampler` makes, then evaluates them if asked; exits 1 if any failed."""
-    # A launcher that cannot start, or an MLflow store that cannot be reached, stops us here, before a study is opened
-    launcher = launcher_prefix(args.launcher)
-    tracker = tracking.connect(args.tracking_uri)
     sampler = make_sampler()
 
     # Run the trials, args.jobs at a time, each with its share of the CPU cores (and, if tracked, as child runs

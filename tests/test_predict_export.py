@@ -19,10 +19,11 @@ from PIL import Image
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model trained 5 epochs on a tiny built dataset, one that has learnt enough to predict more
-    than one class: (model_dir, data_dir)."""
+    than one class: (model_dir, data_dir). Deterministic: the same model in every run of the tests, so that
+    a comparison of two preprocessings never meets a model left by chance with near ties."""
     root = tmp_path_factory.mktemp("predict")
     data_dir = write_built_dataset(root / "16x16_SIGNS", seed=3, num_test=36)
-    train_in_process(root / "experiment", data_dir, num_epochs=5, learning_rate=0.01)
+    train_in_process(root / "experiment", data_dir, num_epochs=5, learning_rate=0.01, deterministic=True)
     return root / "experiment", data_dir
 
 

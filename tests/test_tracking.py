@@ -3,6 +3,7 @@ from a real local store (SQLite) in the test's folder. A training run and its re
 evaluate.py adds its results to it; a search is a parent run with a child run per trial; a missing MLflow
 or a store that cannot be reached is one message, before anything is written."""
 
+import contextlib
 import json
 import signal
 import socket
@@ -119,16 +120,17 @@ def test_a_run_first_tracked_when_it_resumes_logs_its_earlier_epochs_too(trained
     assert list(steps(store, run, "train/accuracy")) == [1, 2, 3]
 
 
-def test_a_store_failing_during_training_is_a_warning_and_the_resume_logs_the_epochs_it_missed(
+def test_a_store_failing_during_training_is_one_warning_and_the_resume_logs_the_epochs_it_missed(
     tmp_path, trained_once, store, monkeypatch
 ):
     model_dir = tmp_path / "experiment"
     model_dir.mkdir()
     (model_dir / "params.json").write_text(json.dumps(tiny_params(num_epochs=2)))
-    log_batch = MlflowClient.log_batch
+    log_batch, tries = MlflowClient.log_batch, []
 
     def refuse_metrics(self, run_id, metrics=(), **kwargs):  # as a server that went away after the start
         if metrics:
+            tries.append(run_id)
             raise ConnectionError("the server went away. Details follow")
         return log_batch(self, run_id, metrics=metrics, **kwargs)
 
@@ -139,10 +141,11 @@ def test_a_store_failing_during_training_is_a_warning_and_the_resume_logs_the_ep
         )
 
     assert result.returncode == 0, result.stderr
-    warning = f"Warning: MLflow at {store.uri} did not take the metrics of epochs 1, 2: the server went away"
-    assert warning in result.stderr and warning in (model_dir / "train.log").read_text()
+    warning = f"Warning: MLflow at {store.uri} did not take the epochs' metrics: the server went away. Nothing more"
+    assert result.stderr.count(warning) == 1 and warning in (model_dir / "train.log").read_text()
+    assert len(tries) == 1, "a store that failed is not waited for again at each epoch"
     (run,) = runs_of(store)
-    assert steps(store, run, "dev/accuracy") == {}
+    assert steps(store, run, "dev/accuracy") == {} and run.info.status == "RUNNING"
 
     resumed = run_in_process(
         "train.py", "--model_dir", model_dir, "--restore_from", "last_weights", "--param", "num_epochs=3",
@@ -151,7 +154,54 @@ def test_a_store_failing_during_training_is_a_warning_and_the_resume_logs_the_ep
 
     assert resumed.returncode == 0, resumed.stderr
     (run,) = runs_of(store)
-    assert list(steps(store, run, "dev/accuracy")) == [1, 2, 3]
+    assert list(steps(store, run, "dev/accuracy")) == [1, 2, 3] and run.info.status == "FINISHED"
+
+
+def test_a_run_taken_back_to_an_earlier_epoch_logs_the_epochs_trained_again_and_says_so(trained, store):
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    first = run_in_process(
+        "train.py", "--model_dir", trained, "--restore_from", "last_weights", "--tracking_uri", store.uri
+    )
+    assert first.returncode == 0, first.stderr
+
+    again = run_in_process(
+        "train.py", "--model_dir", trained, "--restore_from", trained / "last_weights" / "ckpt-1",
+        "--tracking_uri", store.uri,
+    )  # fmt: skip
+
+    assert again.returncode == 0, again.stderr
+    assert "this run goes on from epoch 1, but its MLflow run holds epochs up to 3" in again.stderr
+    (run,) = runs_of(store)
+    logged = [m.step for m in store.get_metric_history(run.info.run_id, "dev/accuracy")]
+    assert sorted(logged) == [1, 2, 2, 3, 3]
+    latest = max(store.get_metric_history(run.info.run_id, "dev/accuracy"), key=lambda m: (m.step, m.timestamp))
+    assert latest.value == pytest.approx(history(trained)[-1]["accuracy"])
+
+
+def test_a_run_deleted_in_mlflow_goes_on_in_a_new_one(trained, store):
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    store.delete_run(store.create_run(store.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id)
+    (deleted,) = store.search_runs([store.get_experiment_by_name(EXPERIMENT).experiment_id], run_view_type=2)
+    record = json.loads((trained / "run.json").read_text())
+    (trained / "run.json").write_text(json.dumps({**record, "mlflow_run_id": deleted.info.run_id}))
+
+    result = run_in_process(
+        "train.py", "--model_dir", trained, "--restore_from", "last_weights", "--tracking_uri", store.uri
+    )
+
+    assert result.returncode == 0, result.stderr
+    (run,) = runs_of(store)
+    assert run.info.run_id != deleted.info.run_id and list(steps(store, run, "dev/accuracy")) == [1, 2, 3]
+
+
+def test_evaluations_of_a_run_never_tracked_go_to_one_mlflow_run_of_its_folder(trained, store):
+    for split in ("test", "dev"):
+        result = run_in_process("evaluate.py", "--model_dir", trained, "--split", split, "--tracking_uri", store.uri)
+        assert result.returncode == 0, result.stderr
+
+    (run,) = runs_of(store)
+    assert run.data.tags["run_folder"] == str(trained.resolve())
+    assert {"test_best_weights/accuracy", "dev_best_weights/accuracy"} <= set(run.data.metrics)
 
 
 def test_a_run_with_tracking_off_imports_no_mlflow(trained, monkeypatch):
@@ -170,34 +220,70 @@ def closed_port():
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def silent_server():
+    """A port that takes connections but never answers, as a server that hangs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def tracking_fault(fault, tmp_path, monkeypatch, stack):
+    """(the tracking URI of a store that cannot work, what the message says of it)."""
+    if fault == "no mlflow":
+        monkeypatch.setitem(sys.modules, "mlflow", None)
+        return "sqlite:///mlflow.db", "but MLflow is not installed: pip install -r requirements-tracking.txt"
+    if fault == "no server":
+        uri = f"http://127.0.0.1:{closed_port()}"
+        return uri, f"The MLflow tracking server {uri} cannot be reached: Connection refused"
+    if fault == "silent server":
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # MLflow's own setting, taken as given
+        uri = stack.enter_context(silent_server())
+        return uri, f"The MLflow tracking store {uri} cannot be used: "
+    if fault == "in memory":
+        return "sqlite://", "sqlite:// is a store in memory, lost when the script ends"
+    if fault == "a folder":
+        (tmp_path / "store").mkdir()
+        uri = f"sqlite:///{tmp_path / 'store'}"
+        return uri, f"The MLflow tracking store {uri} is a folder, not a database file"
+    if fault == "misspelt":
+        return "sqllite:///mlflow.db", "MLflow knows no store of that kind"
+    assert fault == "deleted experiment"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone", artifact_location=(tmp_path / "a").as_uri()))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gone")
+    return uri, "The MLflow experiment gone was deleted from"
+
+
+FAULTS = ["no mlflow", "no server", "silent server", "in memory", "a folder", "misspelt", "deleted experiment"]
+
+
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "search_hyperparams.py"])
-@pytest.mark.parametrize("fault", ["no server", "no mlflow"])
+@pytest.mark.parametrize("fault", FAULTS)
 def test_tracking_that_cannot_work_is_one_message_before_anything_is_written(
     tmp_path, trained, built_dataset, script, fault, monkeypatch
 ):
-    uri = f"http://127.0.0.1:{closed_port()}"
-    if fault == "no mlflow":
-        monkeypatch.setitem(sys.modules, "mlflow", None)
     parent = make_search(tmp_path / "search", {"learning_rate": [0.01]})
-    before = sorted(path.name for path in trained.iterdir())
+    before = {folder: sorted(path.name for path in folder.iterdir()) for folder in (trained, parent)}
     args = {
         "train.py": ["--model_dir", trained, "--restore_from", "last_weights", "--param", "num_epochs=3"],
         "evaluate.py": ["--model_dir", trained],
         "search_hyperparams.py": search_args(parent, built_dataset),
     }[script]
 
-    result = run_in_process(script, *args, env={"MLFLOW_TRACKING_URI": uri})
+    with contextlib.ExitStack() as stack:
+        uri, expected = tracking_fault(fault, tmp_path, monkeypatch, stack)
+        result = run_in_process(script, *args, env={"MLFLOW_TRACKING_URI": uri})
 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (message,) = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    if fault == "no mlflow":
-        assert "MLflow is not installed: pip install -r requirements-tracking.txt" in message
-    else:
-        assert f"The MLflow tracking server {uri} cannot be reached: Connection refused" in message
-    assert "unset MLFLOW_TRACKING_URI" in message
-    logged = ["evaluate.log"] if script == "evaluate.py" else []  # evaluate.py logs its errors too
-    assert sorted(path.name for path in trained.iterdir()) == sorted(before + logged)
-    assert not (parent / "learning_rate_0.01").exists()
+    assert expected in message
+    assert (
+        "MLFLOW_EXPERIMENT_NAME" in message if fault == "deleted experiment" else "unset MLFLOW_TRACKING_URI" in message
+    )
+    assert {folder: sorted(path.name for path in folder.iterdir()) for folder in (trained, parent)} == before
 
 
 def test_a_search_is_a_parent_run_with_a_child_run_per_trial_and_a_rerun_adds_none(

@@ -43,15 +43,15 @@ def write_hparams(model_dir, params):
 
 
 def trial_name(model_dir, params):
-    """The run's name in the HParams table, whose narrow first column shows about 15 characters: what sets
-    it apart first. A trial of a search is named by its values ("0.01 · learning_rate"); another run by
-    its folder ("base_model · experiments")."""
+    """The run's name in the HParams table, whose narrow first column shows about 15 characters: what sets it
+    apart first, a search trial's values ("0.01 · ...") or the folder's name ("base_model · ..."), then the
+    path of the folder above it, which keeps runs of different folders apart (one name is one row)."""
     try:
         searched = json.loads((model_dir.parent / "search.json").read_text())
-        values = ", ".join(str(params.dict[key]) for key in searched)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        values = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in map(params.dict.get, searched))
+    except (OSError, ValueError, TypeError, AttributeError):
         values = model_dir.name
-    return f"{values} · {model_dir.parent.name}" if model_dir.parent.name else values
+    return f"{values} · {model_dir.parent.resolve()}"
 
 
 def write_columns():

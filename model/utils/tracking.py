@@ -21,6 +21,8 @@ from model.utils.report import markdown
 
 INSTALL = "pip install -r requirements-tracking.txt"
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run a child run in MLflow's interface
+# MLflow waits 120 s for an answer and retries 7 times: a server that went away would stall a run for minutes
+PATIENCE = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 CHECK_URI = (
     "Check the URI (a local store: sqlite:///mlflow.db; a server: http://HOST:PORT, started), or leave out "
     "--tracking_uri and unset MLFLOW_TRACKING_URI to run without MLflow."
@@ -29,8 +31,9 @@ CHECK_URI = (
 
 def connect(uri=None, parent_id=None):
     """The tracker of --tracking_uri (else MLFLOW_TRACKING_URI; without either, one that logs nothing), its
-    store checked now: a missing MLflow or a store that cannot be reached stops the script before its work."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    store checked now: a missing MLflow, or a store that cannot be reached or written, stops the script before
+    its work."""
+    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
     if not uri:
         return Tracker(None)
     try:
@@ -40,115 +43,174 @@ def connect(uri=None, parent_id=None):
             f"MLflow tracking is on (tracking URI {uri}), but MLflow is not installed: {INSTALL}, "
             "or leave out --tracking_uri and unset MLFLOW_TRACKING_URI."
         ) from None
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its notes on creating a new store's tables
-    check_server(uri)
+    for name in ("mlflow", "urllib3"):  # not their notes on new tables, nor each retry
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name, value in PATIENCE.items():
+        os.environ.setdefault(name, value)  # the user's own setting wins
+    check_address(uri)
     try:
         client = MlflowClient(uri)
-        experiment = experiment_id(client, parent_id)
+        experiment = experiment_of(client, parent_id)
+    except UserError:
+        raise
     except Exception as error:  # MLflow's or the database's: the URI is what to check
-        reason = first_sentence(error)
-        if "unsupported URI" in reason:  # MLflow says it of its model registry, which the user never asked for
-            reason = "MLflow knows no store of that kind (sqlite, postgresql, mysql, mssql, http, https, databricks)"
-        raise UserError(f"The MLflow tracking store {uri} cannot be used: {reason}. {CHECK_URI}") from None
-    return Tracker(client, uri, experiment, parent_id)
+        raise UserError(f"The MLflow tracking store {uri} cannot be used: {reason_of(error)}. {CHECK_URI}") from None
+    artifacts = artifact_folder(experiment.artifact_location)
+    if artifacts and (folder := unwritable(artifacts)):
+        raise UserError(
+            f"MLflow keeps the artifacts of {uri} in {artifacts}, but {folder} cannot be written. Check its "
+            "permissions, or set MLFLOW_EXPERIMENT_NAME to a new experiment, made from a folder you can write."
+        )
+    return Tracker(client, uri, experiment.experiment_id, parent_id)
 
 
-def check_server(uri):
-    """Stops at once on a tracking server that does not answer (MLflow would retry for minutes)."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        address = urlsplit(uri)
-        socket.create_connection((address.hostname, address.port or {"http": 80}.get(address.scheme, 443)), 10).close()
-    except (OSError, ValueError) as error:  # refused, no such host, or a port or address that is not one
-        reason = getattr(error, "strerror", None) or error
-        raise UserError(f"The MLflow tracking server {uri} cannot be reached: {reason}. {CHECK_URI}") from None
+def check_address(uri):
+    """Stops at once on a server that does not answer, and on a local database that cannot be one."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            address = urlsplit(uri)
+            port = address.port or (443 if address.scheme == "https" else 80)
+            socket.create_connection((address.hostname, port), 10).close()
+        except (OSError, ValueError) as error:  # refused, no such host, or a port or address that is not one
+            reason = getattr(error, "strerror", None) or error
+            raise UserError(f"The MLflow tracking server {uri} cannot be reached: {reason}. {CHECK_URI}") from None
+    elif uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:").removeprefix("//").removeprefix("/")  # sqlite:///rel, sqlite:////abs
+        if path in ("", ":memory:"):
+            raise UserError(f"{uri} is a store in memory, lost when the script ends. {CHECK_URI}")
+        if Path(path).is_dir():
+            raise UserError(f"The MLflow tracking store {uri} is a folder, not a database file. {CHECK_URI}")
+        if folder := unwritable(Path(path)):
+            raise UserError(f"The MLflow tracking store {uri} cannot be written: {folder} is not writable. {CHECK_URI}")
 
 
-def first_sentence(error):
+def unwritable(path):
+    """What stops path from being written: itself, or the nearest folder it would be made in (MLflow makes
+    the folders it lacks); None if nothing does."""
+    existing = next(folder for folder in [path, *path.absolute().parents] if folder.exists())
+    return None if os.access(existing, os.W_OK) else existing
+
+
+def artifact_folder(location):
+    """The local folder of an experiment's artifacts, or None if they are kept elsewhere (a server's)."""
+    address = urlsplit(location)
+    return Path(address.path) if address.scheme in ("", "file") else None
+
+
+def reason_of(error):
+    """MLflow's message, in its first sentence; in the template's words where MLflow's would mislead."""
     text = str(error).strip() or type(error).__name__
+    if "unsupported URI" in text:  # MLflow says it of its model registry, which the user never asked for
+        return "MLflow knows no store of that kind (sqlite, postgresql, mysql, mssql, http, https, databricks)"
+    if "filesystem tracking backend" in text:
+        return "MLflow no longer takes a folder as a store: give a database file, such as sqlite:///mlflow.db"
     return text.splitlines()[0].split(". ")[0].rstrip(".")[:300]
 
 
-def experiment_id(client, parent_id):
-    """The MLflow experiment to log into: the parent run's, else MLFLOW_EXPERIMENT_NAME's, made if new."""
+def experiment_of(client, parent_id):
+    """The MLflow experiment to log into: the parent run's, else MLFLOW_EXPERIMENT_NAME's (made if new)."""
     if parent_id:
-        return client.get_run(parent_id).info.experiment_id
+        return client.get_experiment(client.get_run(parent_id).info.experiment_id)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name)
+        except Exception:
+            if client.get_experiment_by_name(name) is None:  # not made by another process meanwhile
+                raise
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment.lifecycle_stage != "active":
+        raise UserError(
+            f"The MLflow experiment {name} was deleted from {client.tracking_uri}: restore it (mlflow experiments "
+            "restore), or set MLFLOW_EXPERIMENT_NAME to another name."
+        )
+    return experiment
 
 
 class Tracker:
-    """Logs a run folder's work to one MLflow run; or nothing, when tracking is off (client None). Once a run
-    has started, a store that fails is a warning: the run goes on, and its epochs are logged when it resumes."""
+    """Logs a run folder's work to one MLflow run; or nothing, when tracking is off (client None). A store that
+    fails once the work has started is one warning: the work goes on without MLflow, the run folder keeps
+    everything, and a resumed run logs the epochs MLflow missed."""
 
     def __init__(self, client, uri=None, experiment=None, parent_id=None):
         self.client, self.uri, self.experiment, self.parent_id = client, uri, experiment, parent_id
-        self.folder, self.run_id, self.logged_epochs = None, None, 0
+        self.folder, self.run_id, self.logged_epochs, self.failed = None, None, 0, False
 
     def training_run(self, model_dir):
         """train.py's MLflow run: the one recorded in model_dir's run.json if any, else a new one; its id is
         yielded, for run.json. On leaving: params.json and run.json as artifacts, and how the run ended."""
-        if not self.client:
-            return nullcontext()
-        return self._run(model_dir, "run_folder", self.recorded_run(model_dir), ("params.json", "run.json"))
+        return self._run(model_dir, "run_folder", ("params.json", "run.json")) if self.client else nullcontext()
 
     def search_run(self, parent_dir):
-        """A search's parent run: the newest one tagged with parent_dir (a resumed search), else a new one."""
-        if not self.client:
-            return nullcontext()
-        return self._run(parent_dir, "search_folder", self.tagged_run(parent_dir), ("params.json", "search.json"))
+        """A search's parent run: the oldest one tagged with parent_dir (a resumed search), else a new one."""
+        return self._run(parent_dir, "search_folder", ("params.json", "search.json")) if self.client else nullcontext()
 
     @contextmanager
-    def _run(self, folder, tag, run_id, artifacts):
-        folder = Path(folder)
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
-            self.logged_epochs = max((m.step for m in self.client.get_metric_history(run_id, "dev/loss")), default=0)
-            logging.info(f"Tracking in MLflow at {self.uri}: continuing run {run_id}")
-        else:
-            tags = {tag: str(folder.resolve())} | ({PARENT_TAG: self.parent_id} if self.parent_id else {})
-            run_id = self.client.create_run(self.experiment, tags=tags, run_name=folder.name).info.run_id
-            logging.info(f"Tracking in MLflow at {self.uri}: run {run_id}")
-        self.folder, self.run_id, status = folder, run_id, "FAILED"
+    def _run(self, folder, tag, artifacts):
+        self.folder = folder = Path(folder)
+        self.run_id = self.call("the run's start", self.start, folder, tag)
+        status = "FAILED"
         try:
-            yield run_id
+            yield self.run_id
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
-            with self.warn_on_failure("the run's end"):
-                for name in artifacts:
-                    if (folder / name).is_file():
-                        self.client.log_artifact(run_id, str(folder / name))
-                self.client.set_terminated(run_id, status)
+            for name in (name for name in artifacts if self.run_id and (folder / name).is_file()):
+                self.call(name, self.client.log_artifact, self.run_id, str(folder / name))
+            if self.run_id:
+                self.call("the run's end", self.client.set_terminated, self.run_id, status)
+
+    def start(self, folder, tag):
+        """Continues the folder's run (recorded in run.json for a training run, tagged for a search), or starts one."""
+        run_id = self.recorded_run(folder) if tag == "run_folder" else next(iter(self.tagged_runs(tag, folder)), None)
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+            self.logged_epochs = max((m.step for m in self.client.get_metric_history(run_id, "dev/loss")), default=0)
+            logging.info(f"Tracking in MLflow at {self.uri}: continuing run {run_id}")
+        else:
+            run_id = self.new_run(folder, tag)
+            logging.info(f"Tracking in MLflow at {self.uri}: run {run_id}")
+        return run_id
+
+    def new_run(self, folder, tag):
+        """A new run tagged with the folder (a child run of parent_id, if given). Two searches that start
+        together in one folder may each make one: both then keep the oldest, and the other is deleted."""
+        tags = {tag: str(folder.resolve())} | ({PARENT_TAG: self.parent_id} if self.parent_id else {})
+        run_id = self.client.create_run(self.experiment, tags=tags, run_name=folder.name).info.run_id
+        if tag == "search_folder" and (oldest := self.tagged_runs(tag, folder)[0]) != run_id:
+            self.client.delete_run(run_id)
+            return oldest
+        return run_id
 
     def recorded_run(self, model_dir):
-        """The MLflow run of model_dir's newest record in run.json that has one, if this store holds it."""
+        """The MLflow run of model_dir's newest record in run.json whose run this store holds (and has not
+        deleted), or None."""
         try:
             record = load_json(Path(model_dir) / "run.json")
         except UserError:
             return None
         for entry in [record, *reversed(record.get("previous_runs", []))]:
-            if isinstance(entry, dict) and entry.get("mlflow_run_id"):
-                try:
-                    return self.client.get_run(entry["mlflow_run_id"]).info.run_id
-                except Exception:  # another store's run: this one starts its own
-                    return None
+            run_id = entry.get("mlflow_run_id") if isinstance(entry, dict) else None
+            if isinstance(run_id, str) and run_id.isalnum() and self.is_active(run_id):
+                return run_id
         return None
 
-    def tagged_run(self, folder):
-        """The newest run of the experiment tagged with this search folder, or None."""
-        path = str(Path(folder).resolve())
-        quote = next((q for q in "'\"" if q not in path), None)
-        if quote is None:  # a name with both quotes cannot be searched for: the search starts a new run
-            return None
-        query = f"tags.search_folder = {quote}{path}{quote}"
-        newest = ["attributes.start_time DESC"]
-        found = self.client.search_runs([self.experiment], query, order_by=newest, max_results=1)
-        return found[0].info.run_id if found else None
+    def is_active(self, run_id):
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception as error:  # MLflow's "not found" (another store's run); a store that fails is no answer
+            if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+
+    def tagged_runs(self, tag, folder):
+        """The runs of the experiment tagged with this folder, oldest first. (Compared here, not in MLflow's
+        query language, in which a folder's name may not be writable.)"""
+        path, oldest = str(Path(folder).resolve()), ["attributes.start_time ASC"]
+        runs = self.client.search_runs([self.experiment], f"tags.{tag} LIKE '%'", order_by=oldest, max_results=1000)
+        return [run.info.run_id for run in runs if run.data.tags[tag] == path]
 
     def log_params(self, params):
         """The hyperparameters of the run. MLflow keeps a run's first value of each: one that a resumed run
@@ -157,7 +219,7 @@ class Tracker:
             return
         from mlflow.entities import Param
 
-        with self.warn_on_failure("the hyperparameters"):
+        def log():
             logged = self.client.get_run(self.run_id).data.params
             values = {key: str(value) for key, value in params.items()}
             if changed := sorted(key for key in values.keys() & logged.keys() if values[key] != logged[key]):
@@ -166,6 +228,8 @@ class Tracker:
             for start in range(0, len(new), 100):  # MLflow takes 100 at a time
                 self.client.log_batch(self.run_id, params=new[start : start + 100])
 
+        self.call("the hyperparameters", log)
+
     def log_history(self):
         """The train and dev metrics of the epochs in the run folder's history.jsonl not logged yet, with
         step = epoch: train/loss, dev/accuracy, ..."""
@@ -173,33 +237,43 @@ class Tracker:
             return
         from mlflow.entities import Metric
 
+        history = read_json_lines(self.folder / "history.jsonl")
+        if self.logged_epochs > (last := max((r["epoch"] for r in history), default=0)):
+            logging.warning(
+                f"Warning: this run goes on from epoch {last}, but its MLflow run holds epochs up to "
+                f"{self.logged_epochs}: MLflow shows the epochs trained again beside the earlier ones"
+            )
+            self.logged_epochs = last
         now = int(time.time() * 1000)
-        history = [r for r in read_json_lines(self.folder / "history.jsonl") if r["epoch"] > self.logged_epochs]
+        new = [record for record in history if record["epoch"] > self.logged_epochs]
         metrics = [
             Metric(f"train/{name[6:]}" if name.startswith("train_") else f"dev/{name}", value, now, record["epoch"])
-            for record in history
+            for record in new
             for name, value in record.items()
             if name != "epoch"
         ]
-        with self.warn_on_failure(f"the metrics of epochs {', '.join(str(r['epoch']) for r in history)}"):
-            for start in range(0, len(metrics), 1000):  # MLflow takes 1000 at a time
-                self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
-            self.logged_epochs = max([self.logged_epochs, *(r["epoch"] for r in history)])
+        for start in range(0, len(metrics), 1000):  # MLflow takes 1000 at a time
+            self.call("the epochs' metrics", self.client.log_batch, self.run_id, metrics[start : start + 1000])
+        if not self.failed:
+            self.logged_epochs = max([self.logged_epochs, *(r["epoch"] for r in new)])
 
     def log_evaluation(self, model_dir, step, prefix, metrics, tables, picture):
         """evaluate.py's results (such as test_best_weights/accuracy), its tables as Markdown and the
-        confusion matrix, into the run recorded in model_dir's run.json (a new run if there is none)."""
+        confusion matrix, into the run recorded in model_dir's run.json (else the newest tagged with it, else
+        a new one)."""
         if not self.client:
             return
         from mlflow.entities import Metric
 
-        with self.warn_on_failure("the results (they are saved in the run folder)"):
-            run_id = self.recorded_run(model_dir)
+        def log():
+            model_folder = Path(model_dir)
+            run_id = self.recorded_run(model_folder) or next(
+                reversed(self.tagged_runs("run_folder", model_folder)), None
+            )
             if run_id is None:
-                tags = {"run_folder": str(Path(model_dir).resolve())}
-                run_id = self.client.create_run(self.experiment, tags=tags, run_name=Path(model_dir).name).info.run_id
+                run_id = self.new_run(model_folder, "run_folder")
                 self.client.set_terminated(run_id)
-                logging.info(f"{model_dir}'s run.json records no MLflow run in this store: the results go to a new one")
+                logging.info(f"{model_dir} has no MLflow run in this store: the results go to a new one")
             now = int(time.time() * 1000)
             self.client.log_batch(run_id, metrics=[Metric(f"{prefix}/{k}", v, now, step) for k, v in metrics.items()])
             for name, table in tables.items():
@@ -207,9 +281,19 @@ class Tracker:
             self.client.log_image(run_id, picture, f"{prefix}/confusion_matrix.png")
             logging.info(f"Logged the results to MLflow at {self.uri}: run {run_id}")
 
-    @contextmanager
-    def warn_on_failure(self, what):
+        self.call("the results (they are saved in the run folder)", log)
+
+    def call(self, what, function, *args):
+        """function(*args), unless the store failed before: its first failure is one warning, and then the
+        store is left alone, rather than waited for at each epoch. Returns what function returns (None if not run)."""
+        if self.failed:
+            return None
         try:
-            yield
+            return function(*args)
         except Exception as error:
-            logging.warning(f"Warning: MLflow at {self.uri} did not take {what}: {first_sentence(error)}")
+            self.failed = True
+            logging.warning(
+                f"Warning: MLflow at {self.uri} did not take {what}: {reason_of(error)}. Nothing more is sent to "
+                "it from this run; the run folder keeps everything, and resuming the run logs the epochs it missed."
+            )
+            return None

@@ -353,3 +353,24 @@ def test_a_run_killed_with_kill_9_resumes_its_mlflow_run_with_each_epoch_once(
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     for key in ("dev/loss", "train/loss"):  # each epoch once, whether the kill came before its logging or after
         assert [m.step for m in store.get_metric_history(run.info.run_id, key)] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("read_only", ["the database's folder", "the artifacts' folder"])
+def test_a_store_a_user_cannot_write_is_refused_before_anything_is_written(trained, tmp_path, read_only):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    uri = f"sqlite:///{locked / 'mlflow.db'}" if read_only == "the database's folder" else f"sqlite:///{tmp_path}/m.db"
+    MlflowClient(uri).create_experiment("locked", artifact_location=(locked / "artifacts").as_uri())
+    locked.chmod(0o555)
+    before = sorted(path.name for path in trained.iterdir())
+
+    result = run_script(
+        "train.py", "--model_dir", trained, "--restore_from", "last_weights", "--param", "num_epochs=3",
+        env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "locked"}, as_user=True,
+    )  # fmt: skip
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    expected = "cannot be written: " if read_only == "the database's folder" else "MLflow keeps the artifacts of"
+    assert expected in result.stderr and str(locked) in result.stderr
+    assert sorted(path.name for path in trained.iterdir()) == before

@@ -80,7 +80,7 @@ def check_address(uri):
             raise UserError(f"{uri} is a store in memory, lost when the script ends. {CHECK_URI}")
         if Path(path).is_dir():
             raise UserError(f"The MLflow tracking store {uri} is a folder, not a database file. {CHECK_URI}")
-        if folder := unwritable(Path(path)):
+        if folder := unwritable(Path(path)) or unwritable(Path(path).absolute().parent):  # its journal goes there
             raise UserError(f"The MLflow tracking store {uri} cannot be written: {folder} is not writable. {CHECK_URI}")
 
 

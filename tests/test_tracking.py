@@ -204,6 +204,21 @@ def test_evaluations_of_a_run_never_tracked_go_to_one_mlflow_run_of_its_folder(t
     assert {"test_best_weights/accuracy", "dev_best_weights/accuracy"} <= set(run.data.metrics)
 
 
+def test_a_run_started_again_with_overwrite_is_a_new_mlflow_run_and_ends_a_killed_one(trained, store):
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=1)))
+    first = run_in_process("train.py", "--model_dir", trained, "--overwrite", "--tracking_uri", store.uri)
+    assert first.returncode == 0, first.stderr
+    (killed,) = runs_of(store)
+    store.update_run(killed.info.run_id, status="RUNNING")  # as a kill -9 leaves it
+
+    again = run_in_process("train.py", "--model_dir", trained, "--overwrite", "--tracking_uri", store.uri)
+
+    assert again.returncode == 0, again.stderr
+    old, new = runs_of(store)
+    assert old.info.run_id == killed.info.run_id and old.info.status == "KILLED"
+    assert new.info.status == "FINISHED" and list(steps(store, new, "dev/accuracy")) == [1]
+
+
 def test_a_run_with_tracking_off_imports_no_mlflow(trained, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setitem(sys.modules, "mlflow", None)  # importing it would fail

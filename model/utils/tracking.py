@@ -9,122 +9,27 @@ else "Default"."""
 
 import logging
 import os
-import socket
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from model.utils.errors import UserError
 from model.utils.files import load_json, read_json_lines
 from model.utils.report import markdown
+from model.utils.tracking_store import open_store, reason_of
 
-INSTALL = "pip install -r requirements-tracking.txt"
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run a child run in MLflow's interface
-# MLflow waits 120 s for an answer and retries 7 times: a server that went away would stall a run for minutes
-PATIENCE = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-CHECK_URI = (
-    "Check the URI (a local store: sqlite:///mlflow.db; a server: http://HOST:PORT, started), or leave out "
-    "--tracking_uri and unset MLFLOW_TRACKING_URI to run without MLflow."
-)
 
 
 def connect(uri=None, parent_id=None):
     """The tracker of --tracking_uri (else MLFLOW_TRACKING_URI; without either, one that logs nothing), its
-    store checked now: a missing MLflow, or a store that cannot be reached or written, stops the script before
-    its work."""
+    store checked now (model/utils/tracking_store.py): a missing MLflow, or a store that cannot be reached or
+    written, stops the script before its work."""
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
     if not uri:
         return Tracker(None)
-    try:
-        from mlflow import MlflowClient
-    except ImportError:
-        raise UserError(
-            f"MLflow tracking is on (tracking URI {uri}), but MLflow is not installed: {INSTALL}, "
-            "or leave out --tracking_uri and unset MLFLOW_TRACKING_URI."
-        ) from None
-    for name in ("mlflow", "urllib3"):  # not their notes on new tables, nor each retry
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for name, value in PATIENCE.items():
-        os.environ.setdefault(name, value)  # the user's own setting wins
-    check_address(uri)
-    try:
-        client = MlflowClient(uri)
-        experiment = experiment_of(client, parent_id)
-    except UserError:
-        raise
-    except Exception as error:  # MLflow's or the database's: the URI is what to check
-        raise UserError(f"The MLflow tracking store {uri} cannot be used: {reason_of(error)}. {CHECK_URI}") from None
-    artifacts = artifact_folder(experiment.artifact_location)
-    if artifacts and (folder := unwritable(artifacts)):
-        raise UserError(
-            f"MLflow keeps the artifacts of {uri} in {artifacts}, but {folder} cannot be written. Check its "
-            "permissions, or set MLFLOW_EXPERIMENT_NAME to a new experiment, made from a folder you can write."
-        )
-    return Tracker(client, uri, experiment.experiment_id, parent_id)
-
-
-def check_address(uri):
-    """Stops at once on a server that does not answer, and on a local database that cannot be one."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            address = urlsplit(uri)
-            port = address.port or (443 if address.scheme == "https" else 80)
-            socket.create_connection((address.hostname, port), 10).close()
-        except (OSError, ValueError) as error:  # refused, no such host, or a port or address that is not one
-            reason = getattr(error, "strerror", None) or error
-            raise UserError(f"The MLflow tracking server {uri} cannot be reached: {reason}. {CHECK_URI}") from None
-    elif uri.startswith("sqlite:"):
-        path = uri.removeprefix("sqlite:").removeprefix("//").removeprefix("/")  # sqlite:///rel, sqlite:////abs
-        if path in ("", ":memory:"):
-            raise UserError(f"{uri} is a store in memory, lost when the script ends. {CHECK_URI}")
-        if Path(path).is_dir():
-            raise UserError(f"The MLflow tracking store {uri} is a folder, not a database file. {CHECK_URI}")
-        if folder := unwritable(Path(path)) or unwritable(Path(path).absolute().parent):  # its journal goes there
-            raise UserError(f"The MLflow tracking store {uri} cannot be written: {folder} is not writable. {CHECK_URI}")
-
-
-def unwritable(path):
-    """What stops path from being written: itself, or the nearest folder it would be made in (MLflow makes
-    the folders it lacks); None if nothing does."""
-    existing = next(folder for folder in [path, *path.absolute().parents] if folder.exists())
-    return None if os.access(existing, os.W_OK) else existing
-
-
-def artifact_folder(location):
-    """The local folder of an experiment's artifacts, or None if they are kept elsewhere (a server's)."""
-    address = urlsplit(location)
-    return Path(address.path) if address.scheme in ("", "file") else None
-
-
-def reason_of(error):
-    """MLflow's message, in its first sentence; in the template's words where MLflow's would mislead."""
-    text = str(error).strip() or type(error).__name__
-    if "unsupported URI" in text:  # MLflow says it of its model registry, which the user never asked for
-        return "MLflow knows no store of that kind (sqlite, postgresql, mysql, mssql, http, https, databricks)"
-    if "filesystem tracking backend" in text:
-        return "MLflow no longer takes a folder as a store: give a database file, such as sqlite:///mlflow.db"
-    return text.splitlines()[0].split(". ")[0].rstrip(".")[:300]
-
-
-def experiment_of(client, parent_id):
-    """The MLflow experiment to log into: the parent run's, else MLFLOW_EXPERIMENT_NAME's (made if new)."""
-    if parent_id:
-        return client.get_experiment(client.get_run(parent_id).info.experiment_id)
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
-    if client.get_experiment_by_name(name) is None:
-        try:
-            client.create_experiment(name)
-        except Exception:
-            if client.get_experiment_by_name(name) is None:  # not made by another process meanwhile
-                raise
-    experiment = client.get_experiment_by_name(name)
-    if experiment.lifecycle_stage != "active":
-        raise UserError(
-            f"The MLflow experiment {name} was deleted from {client.tracking_uri}: restore it (mlflow experiments "
-            "restore), or set MLFLOW_EXPERIMENT_NAME to another name."
-        )
-    return experiment
+    client, experiment = open_store(uri, parent_id)
+    return Tracker(client, uri, experiment, parent_id)
 
 
 class Tracker:
@@ -164,7 +69,11 @@ class Tracker:
 
     def start(self, folder, tag):
         """Continues the folder's run (recorded in run.json for a training run, tagged for a search), or starts one."""
-        run_id = self.recorded_run(folder) if tag == "run_folder" else next(iter(self.tagged_runs(tag, folder)), None)
+        tagged = self.tagged_runs(tag, folder)
+        run_id = self.recorded_run(folder) if tag == "run_folder" else next((run.info.run_id for run in tagged), None)
+        for run in tagged if tag == "run_folder" else ():  # the folder's lock says that no other one still trains
+            if run.info.status == "RUNNING" and run.info.run_id != run_id:
+                self.client.set_terminated(run.info.run_id, "KILLED")  # one killed with kill -9, then --overwrite
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
             self.logged_epochs = max((m.step for m in self.client.get_metric_history(run_id, "dev/loss")), default=0)
@@ -179,7 +88,7 @@ class Tracker:
         together in one folder may each make one: both then keep the oldest, and the other is deleted."""
         tags = {tag: str(folder.resolve())} | ({PARENT_TAG: self.parent_id} if self.parent_id else {})
         run_id = self.client.create_run(self.experiment, tags=tags, run_name=folder.name).info.run_id
-        if tag == "search_folder" and (oldest := self.tagged_runs(tag, folder)[0]) != run_id:
+        if tag == "search_folder" and (oldest := self.tagged_runs(tag, folder)[0].info.run_id) != run_id:
             self.client.delete_run(run_id)
             return oldest
         return run_id
@@ -210,7 +119,7 @@ class Tracker:
         query language, in which a folder's name may not be writable.)"""
         path, oldest = str(Path(folder).resolve()), ["attributes.start_time ASC"]
         runs = self.client.search_runs([self.experiment], f"tags.{tag} LIKE '%'", order_by=oldest, max_results=1000)
-        return [run.info.run_id for run in runs if run.data.tags[tag] == path]
+        return [run for run in runs if run.data.tags[tag] == path]
 
     def log_params(self, params):
         """The hyperparameters of the run. MLflow keeps a run's first value of each: one that a resumed run
@@ -267,9 +176,8 @@ class Tracker:
 
         def log():
             model_folder = Path(model_dir)
-            run_id = self.recorded_run(model_folder) or next(
-                reversed(self.tagged_runs("run_folder", model_folder)), None
-            )
+            tagged = [run.info.run_id for run in self.tagged_runs("run_folder", model_folder)]
+            run_id = self.recorded_run(model_folder) or next(reversed(tagged), None)
             if run_id is None:
                 run_id = self.new_run(model_folder, "run_folder")
                 self.client.set_terminated(run_id)

@@ -25,21 +25,19 @@ def write_hparams(model_dir, params):
     """Records the run's hyperparameters for HParams, and the table's columns; returns the run's writer. A
     resumed run writes its curves into a new event file beside the earlier ones: TensorBoard shows them as
     one, the steps it redoes replacing the earlier ones."""
-    # HParams takes numbers, strings and booleans: a whole number is given as text, or the table would
-    # show 32 as 32.000 (it writes every number with 5 digits); anything else is shown as JSON text.
-    hparams = {
-        key: value
-        if isinstance(value, (bool, float, str))
-        else str(value)
-        if isinstance(value, int)
-        else json.dumps(value)
-        for key, value in params.dict.items()
-    }
     writer = tf.summary.create_file_writer(str(model_dir))
     with writer.as_default():
-        hp.hparams(hparams, trial_id=trial_name(model_dir, params))
+        hp.hparams({key: shown(value) for key, value in params.dict.items()}, trial_id=trial_name(model_dir, params))
         write_columns()
     return writer
+
+
+def shown(value):
+    """A hyperparameter as HParams takes it (numbers, strings and booleans): a whole number as text, or the
+    table would write 32 as 32.000 (it writes every number with 5 digits); anything else as JSON text."""
+    if isinstance(value, (bool, float, str)):
+        return value
+    return str(value) if isinstance(value, int) else json.dumps(value)
 
 
 def trial_name(model_dir, params):

@@ -133,7 +133,9 @@ def run_trials(args, parent_dir, make_sampler, launcher, tracker):
     # Run the trials, args.jobs at a time, each with its share of the CPU cores (and, if tracked, as child runs
     # of the search's MLflow run)
     with tracker.search_run(parent_dir) as parent_run:
-        tracked = ["--tracking_uri", tracker.uri] if parent_run else []  # none if the store failed: said once
+        tracked = ["--tracking_uri", tracker.uri] if parent_run else []
+        if tracker.uri and not parent_run:  # the store failed since it was checked: the trials run without it
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
         train = [sys.executable, str(Path(__file__).parent / "train.py"), "--data_dir", args.data_dir, *tracked]
         train_command = [*launcher, *train, *(["--tracking_parent", parent_run] if parent_run else [])]
         threads = max(1, (os.cpu_count() or 1) // args.jobs)

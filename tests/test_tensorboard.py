@@ -106,7 +106,9 @@ def test_hparams_table_shows_each_trial_by_its_values_with_test_and_best_dev_fir
     assert {"dev/accuracy", "train/loss"} <= set(metric_names)
 
     # A row per trial, named by its value first (the column shows about 15 characters)
-    assert sorted(group["name"] for group in groups) == [f"{lr} · {searched.resolve()}" for lr in LEARNING_RATES]
+    assert sorted(group["name"] for group in groups) == [
+        f"{lr} · {(searched / trial).resolve()}" for lr, trial in zip(LEARNING_RATES, TRIALS)
+    ]
     for group in groups:
         trial = searched / f"learning_rate_{group['hparams']['learning_rate']}"
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}

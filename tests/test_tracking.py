@@ -5,14 +5,16 @@ or a store that cannot be reached is one message, before anything is written."""
 
 import contextlib
 import json
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_in_process, run_script, tiny_params
+from conftest import REPO, run_in_process, run_script, tiny_params
 from mlflow import MlflowClient  # optional for users, but in requirements-dev.txt: the tests need it
 from PIL import Image
 from test_interruptions import signal_in_epoch, start_training, wait_for
@@ -219,6 +221,41 @@ def test_a_run_started_again_with_overwrite_is_a_new_mlflow_run_and_ends_a_kille
     assert new.info.status == "FINISHED" and list(steps(store, new, "dev/accuracy")) == [1]
 
 
+def test_a_copied_run_folder_starts_its_own_mlflow_run(tmp_path, trained, store):
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    first = run_in_process(
+        "train.py", "--model_dir", trained, "--restore_from", "last_weights", "--tracking_uri", store.uri
+    )
+    assert first.returncode == 0, first.stderr
+    copy = shutil.copytree(trained, tmp_path / "copy")
+    (copy / "params.json").write_text(json.dumps(tiny_params(num_epochs=4)))
+
+    result = run_in_process(
+        "train.py", "--model_dir", copy, "--restore_from", "last_weights", "--tracking_uri", store.uri
+    )
+
+    assert result.returncode == 0, result.stderr
+    original, copied = runs_of(store)
+    assert list(steps(store, original, "dev/accuracy")) == [1, 2, 3]  # untouched by the copy
+    assert copied.data.tags["run_folder"] == str(copy.resolve())
+    assert list(steps(store, copied, "dev/accuracy")) == [1, 2, 3, 4]
+
+
+def test_a_search_trial_whose_store_failed_since_the_search_began_trains_untracked(trained, store):
+    parent = store.create_run(store.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
+    (trained / "params.json").write_text(json.dumps(tiny_params(num_epochs=3)))
+    gone = f"http://127.0.0.1:{closed_port()}"
+
+    result = run_in_process(
+        "train.py", "--model_dir", trained, "--restore_from", "last_weights", "--tracking_uri", gone,
+        "--tracking_parent", parent,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert f"Warning: The MLflow tracking server {gone} cannot be reached" in result.stderr
+    assert "This trial goes on without MLflow" in result.stderr and "Epoch 3/3 - Eval metrics" in result.stderr
+
+
 def test_a_run_with_tracking_off_imports_no_mlflow(trained, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setitem(sys.modules, "mlflow", None)  # importing it would fail
@@ -258,6 +295,15 @@ def tracking_fault(fault, tmp_path, monkeypatch, stack):
         return uri, f"The MLflow tracking store {uri} cannot be used: "
     if fault == "in memory":
         return "sqlite://", "sqlite:// is a store in memory, lost when the script ends"
+    if fault == "in memory, spelt otherwise":
+        uri = "sqlite+pysqlite:///:memory:?cache=shared"
+        return uri, f"{uri} is a store in memory, lost when the script ends"
+    if fault == "artifacts under a file":
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        (tmp_path / "a_file").write_text("")
+        MlflowClient(uri).create_experiment("filed", artifact_location=(tmp_path / "a_file" / "artifacts").as_uri())
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "filed")
+        return uri, f"MLflow keeps the artifacts of {uri} in {tmp_path / 'a_file' / 'artifacts'}, but"
     if fault == "a folder":
         (tmp_path / "store").mkdir()
         uri = f"sqlite:///{tmp_path / 'store'}"
@@ -272,7 +318,8 @@ def tracking_fault(fault, tmp_path, monkeypatch, stack):
     return uri, "The MLflow experiment gone was deleted from"
 
 
-FAULTS = ["no mlflow", "no server", "silent server", "in memory", "a folder", "misspelt", "deleted experiment"]
+FAULTS = ["no mlflow", "no server", "silent server", "in memory", "in memory, spelt otherwise", "a folder", "misspelt"]
+FAULTS += ["deleted experiment", "artifacts under a file"]
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "search_hyperparams.py"])
@@ -295,9 +342,8 @@ def test_tracking_that_cannot_work_is_one_message_before_anything_is_written(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (message,) = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert expected in message
-    assert (
-        "MLFLOW_EXPERIMENT_NAME" in message if fault == "deleted experiment" else "unset MLFLOW_TRACKING_URI" in message
-    )
+    named_experiment = fault in ("deleted experiment", "artifacts under a file")
+    assert "MLFLOW_EXPERIMENT_NAME" in message if named_experiment else "unset MLFLOW_TRACKING_URI" in message
     assert {folder: sorted(path.name for path in folder.iterdir()) for folder in (trained, parent)} == before
 
 
@@ -389,3 +435,25 @@ def test_a_store_a_user_cannot_write_is_refused_before_anything_is_written(train
     expected = "cannot be written: " if read_only == "the database's folder" else "MLflow keeps the artifacts of"
     assert expected in result.stderr and str(locked) in result.stderr
     assert sorted(path.name for path in trained.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_three_runs_starting_together_on_a_new_database_all_log_to_it(tmp_path, built_dataset, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "together")
+    folders = [tmp_path / f"run{i}" for i in range(3)]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(tiny_params(num_epochs=1)))
+    command = [sys.executable, str(REPO / "train.py"), "--data_dir", str(built_dataset), "--tracking_uri", uri]
+    processes = [
+        subprocess.Popen([*command, "--model_dir", str(folder)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        for folder in folders
+    ]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["run0", "run1", "run2"]
+    assert all(run.info.status == "FINISHED" for run in runs)

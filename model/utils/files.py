@@ -183,6 +183,16 @@ def lock_folder(folder, holder):
 
 
 @contextmanager
+def wait_for_lock(path):
+    """Holds an exclusive lock on the file at path (made if missing), waiting while another process holds
+    it: for work that must not run twice at once, but may run one after the other."""
+    with open_regular(path, append=True) as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
 def build_folder(output_dir, holder):
     """The --output_dir of a build (build_dataset.py, build_vocab.py): made if needed and locked against a
     second build; a build that fails leaves none of the folders it made."""

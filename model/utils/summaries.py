@@ -43,13 +43,13 @@ def shown(value):
 def trial_name(model_dir, params):
     """The run's name in the HParams table, whose narrow first column shows about 15 characters: what sets it
     apart first, a search trial's values ("0.01 · ...") or the folder's name ("base_model · ..."), then the
-    path of the folder above it, which keeps runs of different folders apart (one name is one row)."""
+    folder's path, which keeps every run in a row of its own (one name is one row)."""
     try:
         searched = json.loads((model_dir.parent / "search.json").read_text())
-        values = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in map(params.dict.get, searched))
+        values = ", ".join(str(params.dict.get(key)) for key in searched)
     except (OSError, ValueError, TypeError, AttributeError):
         values = model_dir.name
-    return f"{values} · {model_dir.parent.resolve()}"
+    return f"{values} · {model_dir.resolve()}"
 
 
 def write_columns():

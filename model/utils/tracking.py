@@ -28,7 +28,14 @@ def connect(uri=None, parent_id=None):
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
     if not uri:
         return Tracker(None)
-    client, experiment = open_store(uri, parent_id)
+    try:
+        client, experiment = open_store(uri, parent_id)
+    except UserError as error:
+        if not parent_id:
+            raise
+        # A search's trial: the search checked the store, so it failed since, once the work had started
+        logging.warning(f"Warning: {error} This trial goes on without MLflow; its folder keeps everything.")
+        return Tracker(None)
     return Tracker(client, uri, experiment, parent_id)
 
 
@@ -39,7 +46,7 @@ class Tracker:
 
     def __init__(self, client, uri=None, experiment=None, parent_id=None):
         self.client, self.uri, self.experiment, self.parent_id = client, uri, experiment, parent_id
-        self.folder, self.run_id, self.logged_epochs, self.failed = None, None, 0, False
+        self.folder, self.run_id, self.logged, self.failed = None, None, {}, False  # logged: {epoch: dev loss}
 
     def training_run(self, model_dir):
         """train.py's MLflow run: the one recorded in model_dir's run.json if any, else a new one; its id is
@@ -61,11 +68,11 @@ class Tracker:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
-        finally:
-            for name in (name for name in artifacts if self.run_id and (folder / name).is_file()):
-                self.call(name, self.client.log_artifact, self.run_id, str(folder / name))
+        finally:  # how it ended first: artifacts may go elsewhere than the store, and fail on their own
             if self.run_id:
                 self.call("the run's end", self.client.set_terminated, self.run_id, status)
+            for name in (name for name in artifacts if self.run_id and (folder / name).is_file()):
+                self.call(name, self.client.log_artifact, self.run_id, str(folder / name))
 
     def start(self, folder, tag):
         """Continues the folder's run (recorded in run.json for a training run, tagged for a search), or starts one."""
@@ -76,7 +83,10 @@ class Tracker:
                 self.client.set_terminated(run.info.run_id, "KILLED")  # one killed with kill -9, then --overwrite
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
-            self.logged_epochs = max((m.step for m in self.client.get_metric_history(run_id, "dev/loss")), default=0)
+            self.logged = {
+                m.step: m.value
+                for m in sorted(self.client.get_metric_history(run_id, "dev/loss"), key=lambda m: m.timestamp)
+            }
             logging.info(f"Tracking in MLflow at {self.uri}: continuing run {run_id}")
         else:
             run_id = self.new_run(folder, tag)
@@ -94,25 +104,27 @@ class Tracker:
         return run_id
 
     def recorded_run(self, model_dir):
-        """The MLflow run of model_dir's newest record in run.json whose run this store holds (and has not
-        deleted), or None."""
+        """The MLflow run of model_dir's newest record in run.json whose run this store holds (not deleted, and
+        of this folder), or None."""
         try:
             record = load_json(Path(model_dir) / "run.json")
         except UserError:
             return None
         for entry in [record, *reversed(record.get("previous_runs", []))]:
             run_id = entry.get("mlflow_run_id") if isinstance(entry, dict) else None
-            if isinstance(run_id, str) and run_id.isalnum() and self.is_active(run_id):
+            if isinstance(run_id, str) and run_id.isalnum() and self.is_folders(run_id, model_dir):
                 return run_id
         return None
 
-    def is_active(self, run_id):
+    def is_folders(self, run_id, folder):
+        """Whether the store holds this run, not deleted, of this folder (a copied run.json names another's)."""
         try:
-            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+            run = self.client.get_run(run_id)
         except Exception as error:  # MLflow's "not found" (another store's run); a store that fails is no answer
             if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
                 return False
             raise
+        return run.info.lifecycle_stage == "active" and run.data.tags.get("run_folder") == str(Path(folder).resolve())
 
     def tagged_runs(self, tag, folder):
         """The runs of the experiment tagged with this folder, oldest first. (Compared here, not in MLflow's
@@ -140,21 +152,22 @@ class Tracker:
         self.call("the hyperparameters", log)
 
     def log_history(self):
-        """The train and dev metrics of the epochs in the run folder's history.jsonl not logged yet, with
-        step = epoch: train/loss, dev/accuracy, ..."""
+        """The train and dev metrics of the epochs in the run folder's history.jsonl that MLflow lacks, or holds
+        other values of (epochs trained again), with step = epoch: train/loss, dev/accuracy, ..."""
         if not self.run_id:  # not tracked, or not the chief worker of a cluster
             return
         from mlflow.entities import Metric
 
         history = read_json_lines(self.folder / "history.jsonl")
-        if self.logged_epochs > (last := max((r["epoch"] for r in history), default=0)):
+        last = max((r["epoch"] for r in history), default=0)
+        if any(epoch > last for epoch in self.logged):
             logging.warning(
                 f"Warning: this run goes on from epoch {last}, but its MLflow run holds epochs up to "
-                f"{self.logged_epochs}: MLflow shows the epochs trained again beside the earlier ones"
+                f"{max(self.logged)}: MLflow shows the epochs trained again beside the earlier ones"
             )
-            self.logged_epochs = last
+            self.logged = {epoch: loss for epoch, loss in self.logged.items() if epoch <= last}
         now = int(time.time() * 1000)
-        new = [record for record in history if record["epoch"] > self.logged_epochs]
+        new = [record for record in history if self.logged.get(record["epoch"]) != record["loss"]]
         metrics = [
             Metric(f"train/{name[6:]}" if name.startswith("train_") else f"dev/{name}", value, now, record["epoch"])
             for record in new
@@ -164,7 +177,7 @@ class Tracker:
         for start in range(0, len(metrics), 1000):  # MLflow takes 1000 at a time
             self.call("the epochs' metrics", self.client.log_batch, self.run_id, metrics[start : start + 1000])
         if not self.failed:
-            self.logged_epochs = max([self.logged_epochs, *(r["epoch"] for r in new)])
+            self.logged.update((record["epoch"], record["loss"]) for record in new)
 
     def log_evaluation(self, model_dir, step, prefix, metrics, tables, picture):
         """evaluate.py's results (such as test_best_weights/accuracy), its tables as Markdown and the

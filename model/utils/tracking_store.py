@@ -5,10 +5,12 @@ artifacts that can be written. MLflow itself is imported only when tracking is o
 import logging
 import os
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from model.utils.errors import UserError
+from model.utils.files import wait_for_lock
 
 INSTALL = "pip install -r requirements-tracking.txt"
 # MLflow waits 120 s for an answer and retries 7 times: a server that went away would stall a run for minutes
@@ -32,14 +34,17 @@ def open_store(uri, parent_id=None):
         logging.getLogger(name).setLevel(logging.ERROR)
     for name, value in PATIENCE.items():
         os.environ.setdefault(name, value)  # the user's own setting wins
-    check_address(uri)
-    try:
-        client = MlflowClient(uri)
-        experiment = experiment_of(client, parent_id)
-    except UserError:
-        raise
-    except Exception as error:  # MLflow's or the database's: the URI is what to check
-        raise UserError(f"The MLflow tracking store {uri} cannot be used: {reason_of(error)}. {CHECK_URI}") from None
+    database = check_address(uri)
+    # A new database is made by the first process that opens it: others wait (two at once would break it)
+    with wait_for_lock(database) if database else nullcontext():
+        try:
+            client = MlflowClient(uri)
+            experiment = experiment_of(client, parent_id)
+        except UserError:
+            raise
+        except Exception as error:  # MLflow's or the database's: the URI is what to check
+            message = f"The MLflow tracking store {uri} cannot be used: {reason_of(error)}. {CHECK_URI}"
+            raise UserError(message) from None
     artifacts = artifact_folder(experiment.artifact_location)
     if artifacts and (folder := unwritable(artifacts)):
         raise UserError(
@@ -50,7 +55,8 @@ def open_store(uri, parent_id=None):
 
 
 def check_address(uri):
-    """Stops at once on a server that does not answer, and on a local database that cannot be one."""
+    """Stops at once on a server that does not answer, and on a local database that cannot be one; returns
+    the local database file, if the store is one."""
     if uri.startswith(("http://", "https://")):
         try:
             address = urlsplit(uri)
@@ -59,20 +65,30 @@ def check_address(uri):
         except (OSError, ValueError) as error:  # refused, no such host, or a port or address that is not one
             reason = getattr(error, "strerror", None) or error
             raise UserError(f"The MLflow tracking server {uri} cannot be reached: {reason}. {CHECK_URI}") from None
-    elif uri.startswith("sqlite:"):
-        path = uri.removeprefix("sqlite:").removeprefix("//").removeprefix("/")  # sqlite:///rel, sqlite:////abs
-        if path in ("", ":memory:"):
-            raise UserError(f"{uri} is a store in memory, lost when the script ends. {CHECK_URI}")
-        if Path(path).is_dir():
-            raise UserError(f"The MLflow tracking store {uri} is a folder, not a database file. {CHECK_URI}")
-        if folder := unwritable(Path(path)) or unwritable(Path(path).absolute().parent):  # its journal goes there
-            raise UserError(f"The MLflow tracking store {uri} cannot be written: {folder} is not writable. {CHECK_URI}")
+    if not uri.lower().startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url  # MLflow's SQL stores read their URI so
+
+    try:
+        database = make_url(uri).database
+    except Exception as error:
+        raise UserError(f"The MLflow tracking store {uri} cannot be used: {reason_of(error)}. {CHECK_URI}") from None
+    if not database or database.startswith((":memory:", "file::memory:")) or "mode=memory" in uri:
+        raise UserError(f"{uri} is a store in memory, lost when the script ends. {CHECK_URI}")
+    path = Path(database)
+    if path.is_dir():
+        raise UserError(f"The MLflow tracking store {uri} is a folder, not a database file. {CHECK_URI}")
+    if folder := unwritable(path) or unwritable(path.absolute().parent):  # SQLite writes its journal there
+        raise UserError(f"The MLflow tracking store {uri} cannot be written: {folder} is not writable. {CHECK_URI}")
+    return path
 
 
 def unwritable(path):
     """What stops path from being written: itself, or the nearest folder it would be made in (MLflow makes
-    the folders it lacks); None if nothing does."""
+    the folders it lacks), which must be a folder; None if nothing does."""
     existing = next(folder for folder in [path, *path.absolute().parents] if folder.exists())
+    if existing != path and not existing.is_dir():  # a file where a folder would have to be made
+        return existing
     return None if os.access(existing, os.W_OK) else existing
 
 
@@ -94,10 +110,11 @@ def reason_of(error):
 
 def experiment_of(client, parent_id):
     """The MLflow experiment to log into: the parent run's, else MLFLOW_EXPERIMENT_NAME's (made if new)."""
-    if parent_id:
-        return client.get_experiment(client.get_run(parent_id).info.experiment_id)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
-    if client.get_experiment_by_name(name) is None:
+    if parent_id:
+        experiment = client.get_experiment(client.get_run(parent_id).info.experiment_id)
+        name = experiment.name
+    elif client.get_experiment_by_name(name) is None:
         try:
             client.create_experiment(name)
         except Exception:

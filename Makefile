@@ -55,10 +55,10 @@ train: install ## Train MODEL_DIR, continuing from its last_weights if it has so
 evaluate: install ## Evaluate MODEL_DIR's best weights on the test split
 	$(PYTHON) evaluate.py --model_dir $(MODEL_DIR)
 
-test: install ## Run the fast tests, the ones to run after each edit (1 to 2 minutes on 2 cores)
+test: install ## Run the fast tests, the ones to run after each edit (about 2 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
-test-all: install ## Add the end-to-end tests: subprocesses, kills, full disks, servers (about 8 minutes; CI runs it)
+test-all: install ## Add the end-to-end tests: subprocesses, kills, full disks, servers (about 11 to 17 minutes; CI runs it)
 	$(PYTHON) -m pytest -m ""
 
 bench: install ## Measure the template's speed on this machine (benchmarks/benchmark.py)
